@@ -1,0 +1,165 @@
+"""The ``actionmap`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import orjson
+from pathlib import Path
+from typing import Callable, Sequence
+
+from engine.definitions import Catalog, load_destination
+from engine.docs import destination_markdown
+from engine.errors import ConfigError, ConfigErrors
+from engine.events import BadInput, open_input, read_events
+from engine.mappingfile import load_mapping_file
+from engine.mappingtests import run_tests
+from engine.pipeline import Outcome, Pipeline
+
+EXIT_OK, EXIT_FAILED, EXIT_SOME_BAD = 0, 1, 2
+
+
+def _print_error(error: ConfigError) -> None:
+    for one in error.errors if isinstance(error, ConfigErrors) else [error]:
+        print(str(one), file=sys.stderr)
+
+
+def _validate_one(path: Path) -> str:
+    """Check one mapping file or plugin folder; a one-line summary of what it holds."""
+    if path.is_dir() or path.name == "destination.yaml":
+        folder = path if path.is_dir() else path.parent
+        dest = load_destination(folder, folder.name, f"folder {folder}")
+        return f"{path}: ok (destination {dest.slug}, actions: {', '.join(dest.actions)})"
+    mapping = load_mapping_file(path)
+    return f"{path}: ok ({len(mapping.subscriptions)} subscriptions to {mapping.destination.slug}, {len(mapping.tests)} tests)"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for name in args.files:
+        try:
+            print(_validate_one(Path(name)))
+        except ConfigError as error:
+            _print_error(error)
+            status = EXIT_FAILED
+    return status
+
+
+def cmd_destinations(args: argparse.Namespace) -> int:
+    catalog = Catalog()
+    rows = [("SLUG", "NAME", "ACTIONS", "FROM")]
+    status = EXIT_OK
+    for slug in catalog.slugs:
+        try:
+            dest = catalog.get(slug)
+        except ConfigError as error:
+            _print_error(error)
+            status = EXIT_FAILED
+            continue
+        rows.append((slug, dest.name, ", ".join(dest.actions), dest.origin))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+    return status
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    print(destination_markdown(Catalog().get(args.slug)), end="")
+    return EXIT_OK
+
+
+def _preview_line(index: int, outcome: Outcome, explain: bool) -> dict[str, object]:
+    line: dict[str, object] = {
+        "event": index,
+        "subscription": outcome.subscription,
+        "action": outcome.action,
+        "status": outcome.status,
+    }
+    if outcome.status != "filtered":
+        line["payload"] = outcome.payload
+        line["errors"] = list(outcome.errors)
+    else:
+        line["reason"] = outcome.reason
+    if explain and outcome.explain is not None:
+        line["explain"] = outcome.explain
+    return line
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    """Map events without sending anything: one JSON line per (event, subscription)."""
+    pipeline = Pipeline(load_mapping_file(args.mapping, require_env=False))
+    write = sys.stdout.buffer.write
+    status = EXIT_OK
+    with open_input(args.events) as stream:
+        for item in read_events(stream):
+            if isinstance(item, BadInput):
+                line: dict[str, object] = {"event": item.index, "subscription": None, "status": "invalid",
+                                           "errors": [f"line {item.line}: {item.message}"]}
+                print(f"{args.events or '<stdin>'}:{item.line}: {item.message}", file=sys.stderr)
+                write(orjson.dumps(line) + b"\n")
+                status = EXIT_SOME_BAD
+                continue
+            for outcome in pipeline.run(item.value, include_filtered=args.all, explain=args.explain):
+                if outcome.status == "invalid":
+                    status = EXIT_SOME_BAD
+                write(orjson.dumps(_preview_line(item.index, outcome, args.explain), default=str) + b"\n")
+    return status
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    passed = failed = 0
+    for name in args.files:
+        for result in run_tests(load_mapping_file(name, require_env=False)):
+            if result.passed:
+                passed += 1
+                print(f"PASS {result.where}: {result.name}")
+            else:
+                failed += 1
+                print(f"FAIL {result.where}: {result.name}")
+                for failure in result.failures:
+                    print("    " + failure)
+    print(f"{passed} passed, {failed} failed")
+    return EXIT_OK if failed == 0 and passed > 0 else EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="actionmap",
+        description="Declarative destination actions: triggers, YAML field mappings, validated delivery.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(run=run)
+        return p
+
+    p = command("validate", cmd_validate, "check mapping files and plugin folders; errors as FILE:LINE:COL: message")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    command("destinations", cmd_destinations, "list the installed destination plugins and their actions")
+    p = command("docs", cmd_docs, "print the Markdown documentation of one destination")
+    p.add_argument("slug", metavar="SLUG")
+    p = command("preview", cmd_preview, "map events without sending: one JSON line per (event, subscription) that matched")
+    p.add_argument("-m", "--mapping", required=True, metavar="MAPPING")
+    p.add_argument("events", nargs="?", metavar="EVENTS", help="a JSON, JSON-array or NDJSON file (.gz too); stdin when absent or -")
+    p.add_argument("--all", action="store_true", help='also print "filtered" lines for subscriptions an event does not feed')
+    p.add_argument("--explain", action="store_true", help="say where each field's value came from")
+    p = command("test", cmd_test, "run the tests: of mapping files; prints N passed, M failed")
+    p.add_argument("files", nargs="+", metavar="MAPPING")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as error:
+        _print_error(error)
+        return EXIT_FAILED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

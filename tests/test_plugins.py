@@ -1,0 +1,155 @@
+"""Plugins: the Metronome declaration, discovery (folders and entry points), docs, broken plugins."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from engine.definitions import Catalog, load_destination
+from engine.errors import ConfigError
+from tests.conftest import REPO
+
+FIXTURE = REPO / "tests" / "fixtures" / "acme_plugin"
+
+
+def test_metronome_is_declared_as_the_spec_says() -> None:
+    dest = Catalog().get("metronome")
+    assert (dest.name, dest.slug) == ("Metronome (Actions)", "metronome")
+    token = dest.settings["api_token"]
+    assert (token.label, token.description, token.secret, token.required) == (
+        "Api Token", "Your Metronome API Token", True, True)
+    assert dest.settings["base_url"].default == "https://api.metronome.com"
+    assert dest.auth_headers == {"Authorization": "Bearer {{settings.api_token}}"}
+    check = dest.credential_check
+    assert check and check.request.method == "POST" and check.request.json == []
+    assert check.request.url == "{{settings.base_url}}/v1/ingest"
+    assert (check.valid, check.invalid) == ({400}, {401, 403})
+    action = dest.actions["send_event"]
+    assert (action.title, action.description) == ("Send Event", "Send an event to Metronome")
+    assert action.default_trigger.source == 'type = "track"'
+    assert action.max_batch_size == 100 and action.request.body == "batch"
+    assert list(action.fields) == ["transaction_id", "customer_id", "timestamp", "event_type", "properties"]
+    required = {name for name, decl in action.fields.items() if decl.get("required")}
+    assert required == {"transaction_id", "customer_id", "timestamp", "event_type"}
+    assert action.fields["transaction_id"]["maxLength"] == 128
+    assert action.fields["properties"]["maxProperties"] == 2000
+    assert {n: node.source for n, node in action.defaults.items()}["transaction_id"] == "$.messageId"
+
+
+def test_docs_metronome(cli) -> None:
+    run = cli("docs", "metronome")
+    assert run.code == 0
+    page = run.out
+    assert page.startswith("# Metronome (Actions)")
+    assert "| `api_token` | Api Token | string (secret) | yes |  | Your Metronome API Token |" in page
+    assert '| `send_event` | Send Event | `type = "track"` | Send an event to Metronome |' in page
+    for name, kind in [("transaction_id", "string"), ("customer_id", "string"), ("timestamp", "datetime"),
+                       ("event_type", "string"), ("properties", "object")]:
+        assert any(line.startswith(f"| `{name}` |") and f"| {kind} |" in line for line in page.splitlines()), name
+
+
+def test_docs_of_an_unknown_destination(cli) -> None:
+    run = cli("docs", "nope")
+    assert run.code == 1 and 'unknown destination "nope"' in run.err and "metronome" in run.err
+
+
+def _copy_plugin(tmp_path: Path) -> Path:
+    folder = tmp_path / "metronome"
+    shutil.copytree(REPO / "destinations" / "metronome", folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "file, edit, fragment",
+    [
+        ("destination.yaml", ("slug: metronome", "slug: metronom"), 'does not match the plugin\'s name'),
+        ("destination.yaml", ("actions: [send_event]", "actions: [send_event, refund]"), "refund is declared"),
+        ("destination.yaml", ("Bearer {{settings.api_token}}", "Bearer {{settings.token}}"), "settings.token"),
+        ("actions/send_event.yaml", ("maxLength: 128", "maxLenght: 128"), 'did you mean "maxLength"'),
+        ("actions/send_event.yaml", ('default_trigger: type = "track"', 'default_trigger: type = = "track"'), "default_trigger"),
+        ("actions/send_event.yaml", ("default: $.messageId", "default: $.messageId["), "default"),
+    ],
+)
+def test_a_broken_plugin_is_a_located_error(cli, tmp_path: Path, file: str, edit: tuple[str, str], fragment: str) -> None:
+    folder = _copy_plugin(tmp_path)
+    path = folder / file
+    text = path.read_text(encoding="utf-8")
+    assert edit[0] in text
+    path.write_text(text.replace(edit[0], edit[1]), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_destination(folder, "metronome")
+    error = caught.value
+    assert error.location is not None and error.location.file == str(path)
+    assert error.location.line == text[: text.index(edit[0])].count("\n") + 1
+    assert fragment in str(error)
+    run = cli("validate", str(folder))
+    assert run.code == 1 and run.err.startswith(f"{path}:{error.location.line}:")
+
+
+@pytest.fixture(scope="module")
+def acme_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture package really installed (pip, no network) into a folder of its own."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(FIXTURE)],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+def _actionmap(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(site))
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], env=env, capture_output=True, text=True, cwd=REPO)
+
+
+def test_an_installed_plugin_is_found_through_its_entry_point(acme_site: Path) -> None:
+    assert (acme_site / "actionmap_acme" / "actions" / "ping.yaml").is_file()
+    run = _actionmap(acme_site, "destinations")
+    assert run.returncode == 0, run.stderr
+    rows = {line.split()[0]: line for line in run.stdout.splitlines()[1:]}
+    assert set(rows) >= {"acme", "metronome"}
+    assert "ping" in rows["acme"] and "entry point acme" in rows["acme"] and "actionmap-acme" in rows["acme"]
+    docs = _actionmap(acme_site, "docs", "acme")
+    assert docs.returncode == 0 and "# Acme Analytics" in docs.stdout
+
+
+def test_a_plugin_that_cannot_be_imported_is_an_error_not_a_skip(acme_site: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "site"
+    shutil.copytree(acme_site, broken)
+    (broken / "actionmap_acme" / "__init__.py").write_text("raise RuntimeError('half-installed')\n")
+    run = _actionmap(broken, "destinations")
+    assert run.returncode == 1
+    assert "cannot load the plugin from entry point acme" in run.stderr and "half-installed" in run.stderr
+
+
+def test_a_built_wheel_carries_plugins_schemas_and_mappings(tmp_path: Path) -> None:
+    """A non-editable install works: the YAML, schemas and default mappings travel as package data."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("actionmap-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(site)
+    for needed in ("destinations/metronome/destination.yaml", "destinations/metronome/actions/send_event.yaml",
+                   "engine/_data/schemas/mapping.schema.json", "engine/_data/mappings/metronome.yaml"):
+        assert needed in names
+    env = dict(os.environ, PYTHONPATH=str(site), METRONOME_API_TOKEN="t")
+    probe = "import engine.resources as r, engine; print(engine.__file__); print(r.data_path('schemas'))"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    assert str(site) in out.splitlines()[0] and out.splitlines()[1].endswith("_data/schemas")
+    run = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "validate", str(site / "engine/_data/mappings/metronome.yaml")],
+        env=env, capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
