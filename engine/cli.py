@@ -7,15 +7,18 @@ import sys
 
 import orjson
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
+from engine.deadletters import DeadLetterFile, read_dead_letters
 from engine.definitions import Catalog, load_destination
+from engine.delivery import Sender, TokenBucket, Unauthorized, check_credential
 from engine.docs import destination_markdown
 from engine.errors import ConfigError, ConfigErrors
-from engine.events import BadInput, open_input, read_events
+from engine.events import BadInput, Event, Item, open_input, read_events
 from engine.mappingfile import load_mapping_file
 from engine.mappingtests import run_tests
 from engine.pipeline import Outcome, Pipeline
+from engine.send import Delivery, Progress, Summary
 
 EXIT_OK, EXIT_FAILED, EXIT_SOME_BAD = 0, 1, 2
 
@@ -123,6 +126,96 @@ def cmd_test(args: argparse.Namespace) -> int:
     return EXIT_OK if failed == 0 and passed > 0 else EXIT_FAILED
 
 
+def _overrides(pairs: list[str]) -> dict[str, object]:
+    """``--set NAME=VALUE`` pairs; a VALUE that reads as JSON (5, true) is taken as such."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--set expects NAME=VALUE, got {pair!r}")
+        try:
+            out[name] = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            out[name] = value
+    return out
+
+
+def _deliver(args: argparse.Namespace, items: Iterable[Item]) -> int:
+    """The shared body of send and replay: map, batch, deliver, dead-letter, summarise."""
+    mapping = load_mapping_file(args.mapping, overrides=_overrides(args.set))
+    pace = TokenBucket(args.rate) if args.rate > 0 else None
+    sender = Sender(mapping, pace=pace)
+    summary = Summary()
+    try:
+        with DeadLetterFile(args.dead_letter, mapping.settings) as dead:
+            delivery = Delivery(
+                Pipeline(mapping), sender, dead,
+                dry_run=sys.stdout.buffer if args.dry_run else None,
+                progress=Progress(),
+            )
+            summary = delivery.summary
+            delivery.run(items)
+    except Unauthorized as error:
+        print(f"actionmap: {error}", file=sys.stderr)
+        print(summary.line())
+        return EXIT_FAILED
+    finally:
+        sender.close()
+    print(summary.line())
+    return EXIT_SOME_BAD if summary.invalid or summary.dead_lettered else EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    with open_input(args.events) as stream:
+        return _deliver(args, read_events(stream))
+
+
+def _replayed(path: str) -> Iterator[Item]:
+    for number, record, problem in read_dead_letters(path):
+        if record is None or record.get("event") is None:
+            yield BadInput(number - 1, number, problem or "the dead letter holds no event (it was not valid JSON): nothing to replay")
+        else:
+            yield Event(number - 1, number, record["event"])
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    return _deliver(args, _replayed(args.dead_letters))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    mapping = load_mapping_file(args.mapping, overrides=_overrides(args.set))
+    verdict, detail = check_credential(mapping)
+    print(f"{mapping.destination.name}: credential {verdict} ({detail})")
+    return {"valid": EXIT_OK, "refused": EXIT_FAILED}.get(verdict, EXIT_SOME_BAD)
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    if args.slug != "metronome":
+        print(f"actionmap: no emulator for {args.slug!r}; available: metronome", file=sys.stderr)
+        return EXIT_FAILED
+    from destinations.metronome.emulator import main as emulator_main
+
+    return emulator_main(args.options)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    return run_demo(args.events, args.mapping)
+
+
+def _mapping_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--mapping", required=True, metavar="MAPPING")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a setting of the mapping file")
+
+
+def _delivery_options(p: argparse.ArgumentParser) -> None:
+    _mapping_options(p)
+    p.add_argument("--dead-letter", metavar="FILE", help="append dead letters (NDJSON) to FILE")
+    p.add_argument("--dry-run", action="store_true", help="print the requests that would be sent (secrets masked); send nothing")
+    p.add_argument("--rate", type=float, default=5000.0, metavar="EVENTS_PER_S", help="client-side pace per destination (default 5000; 0 = unpaced)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actionmap",
@@ -147,6 +240,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="say where each field's value came from")
     p = command("test", cmd_test, "run the tests: of mapping files; prints N passed, M failed")
     p.add_argument("files", nargs="+", metavar="MAPPING")
+    p = command("send", cmd_send, "deliver events; the last line of output is a JSON summary; exit 0, 2 (some invalid or dead-lettered) or 1")
+    p.add_argument("events", nargs="?", metavar="EVENTS", help="a JSON, JSON-array or NDJSON file (.gz too); stdin when absent or -")
+    _delivery_options(p)
+    p = command("replay", cmd_replay, "send dead letters again through a (possibly corrected) mapping")
+    p.add_argument("dead_letters", metavar="DEAD_LETTERS")
+    _delivery_options(p)
+    p = command("check", cmd_check, "run the destination's credential check: exit 0 valid, 1 refused, 2 unreachable")
+    _mapping_options(p)
+    p = command("demo", cmd_demo, "the main job end to end: emulator, example events, delivery, summary")
+    p.add_argument("events", nargs="?", metavar="EVENTS", help="default: the packaged examples/track.ndjson")
+    p.add_argument("-m", "--mapping", metavar="MAPPING", help="default: the packaged mappings/metronome.yaml")
+    p = command("emulator", cmd_emulator, "run a local stand-in of a destination's API (metronome)")
+    p.add_argument("slug", metavar="SLUG")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="the emulator's options (--port, --token, --fault-rate, ...)")
     return parser
 
 

@@ -6,8 +6,14 @@ every other query is parsed once by ``jsonpath-rfc9535`` and kept.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
+import jsonpath_rfc9535
+from jsonpath_rfc9535.selectors import NameSelector
+from jsonpath_rfc9535.tokens import Token
+
+from engine.errors import ConfigError, MappingFailure
 from engine.missing import MISSING
 
 Key = str | int
@@ -39,3 +45,128 @@ def walk(keys: tuple[Key, ...]) -> Getter:
         return doc
 
     return get
+
+
+_ENV = jsonpath_rfc9535.JSONPathEnvironment()
+_MAX_INDEX = _ENV.max_int_index  # RFC 9535 I-JSON range, the same limit for dotted paths
+
+# One step of a dotted path: `.name`, or a bracket holding an index or a quoted name.
+# A name runs to the next '.', '[' or ']'; quoted names take backslash escapes.
+_DOTTED_STEP = re.compile(
+    r"""\.(?P<dot>[^.\[\]]*)"""
+    r"""|\[(?:(?P<index>-?[0-9]+)|'(?P<single>(?:[^'\\]|\\.)*)'|"(?P<double>(?:[^"\\]|\\.)*)")\]""",
+    re.DOTALL,
+)
+_FIRST_NAME = re.compile(r"[^.\[\]]+")
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class Path:
+    """A compiled query: ``evaluate(doc)`` is a plain function, chosen once.
+
+    A singular query gives the value or MISSING; any other query gives the list of
+    node values in RFC order. Which of the two is fixed by the text, never by data.
+    """
+
+    __slots__ = ("text", "singular", "evaluate")
+
+    def __init__(self, text: str, singular: bool, evaluate: Getter) -> None:
+        self.text = text
+        self.singular = singular
+        self.evaluate = evaluate
+
+    def __repr__(self) -> str:
+        return f"Path({self.text!r})"
+
+
+def compile_path(text: str, pointer: str = "") -> Path:
+    """Compile an RFC 9535 query (``$...``) or a Segment-style dotted path (``a.b[0]``).
+
+    Errors are ConfigErrors at ``pointer``, with ``offset`` the column in ``text``.
+    """
+    if text.startswith("$"):
+        return _compile_jsonpath(text, pointer)
+    return Path(text, True, walk(_dotted_keys(text, pointer)))
+
+
+def _compile_jsonpath(text: str, pointer: str) -> Path:
+    try:
+        query = _ENV.compile(text)
+    except jsonpath_rfc9535.JSONPathError as error:
+        raise _syntax_error(text, error, pointer) from None
+    if query.singular_query():
+        # Every segment holds one name or index selector: a direct key walk does it.
+        keys = tuple(_selector_key(segment.selectors[0]) for segment in query.segments)
+        return Path(text, True, walk(keys))
+
+    def select(doc: Any) -> list[Any]:
+        try:
+            return [node.value for node in query.finditer(doc)]
+        except jsonpath_rfc9535.JSONPathError as error:  # e.g. nesting deeper than the library's limit
+            raise MappingFailure(f"JSONPath {text} could not be evaluated on this event: {error.args[0]}") from None
+
+    return Path(text, False, select)
+
+
+def _selector_key(selector: Any) -> Key:
+    """The key a singular segment's one selector stands for (a name or an index)."""
+    key: Key = selector.name if isinstance(selector, NameSelector) else selector.index
+    return key
+
+
+def _syntax_error(text: str, error: jsonpath_rfc9535.JSONPathError, pointer: str) -> ConfigError:
+    """The library's error as a ConfigError at the column it names."""
+    token = error.token or next((arg for arg in error.args if isinstance(arg, Token)), None)
+    offset = min(token.index, len(text)) if token is not None else 0
+    return ConfigError(
+        f"invalid JSONPath {text!r} at column {offset + 1}: {error.args[0]}"
+        " (RFC 9535 writes names as $.name or $['name'] and indexes as $[0])",
+        pointer,
+        offset,
+    )
+
+
+def _dotted_keys(text: str, pointer: str) -> tuple[Key, ...]:
+    """Split a dotted path (``a.b[0]``, ``a['x.y']``, ``context.user agent``) into keys."""
+
+    def fail(why: str, offset: int) -> ConfigError:
+        return ConfigError(f"invalid path {text!r} at column {offset + 1}: {why}", pointer, offset)
+
+    if text == "":
+        raise fail("the path is empty (use $ for the whole event)", 0)
+    if text != text.strip():
+        raise fail("the path has leading or trailing spaces", 0 if text[0].isspace() else len(text.rstrip()))
+    if text[0] == ".":
+        raise fail("a path starts with a name or a bracket, not '.'", 0)
+    keys: list[Key] = []
+    first = _FIRST_NAME.match(text)
+    at = 0
+    if first is not None:
+        keys.append(_dotted_name(first.group(), 0, fail))
+        at = first.end()
+    while at < len(text):
+        step = _DOTTED_STEP.match(text, at)
+        if step is None:
+            raise fail(f"unexpected {text[at]!r}; expected .name, [0] or ['name']", at)
+        if step.group("dot") is not None:
+            keys.append(_dotted_name(step.group("dot"), at + 1, fail))
+        elif step.group("index") is not None:
+            index = int(step.group("index"))
+            if abs(index) > _MAX_INDEX:
+                raise fail(f"index {index} is out of range (at most {_MAX_INDEX})", at + 1)
+            keys.append(index)
+        else:
+            quoted = step.group("single") if step.group("single") is not None else step.group("double")
+            keys.append(_ESCAPE.sub(r"\1", quoted))
+        at = step.end()
+    return tuple(keys)
+
+
+def _dotted_name(name: str, offset: int, fail: Callable[[str, int], ConfigError]) -> str:
+    if name == "":
+        raise fail("empty name between dots", offset)
+    if _DIGITS.fullmatch(name):
+        # Segment would index an array with it, JSONPath never does: make the operator say which.
+        raise fail(f"{name!r} is ambiguous; write [{name}] for an array index or ['{name}'] for a key", offset)
+    return name

@@ -100,8 +100,10 @@ def _check_url(name: str, value: str) -> str | None:
 _PY_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,)}
 
 
-def _resolve_settings(doc: Document, dest: Destination, env: Mapping[str, str], require_env: bool) -> Settings:
-    given: dict[str, Any] = doc.data.get("settings", {})
+def _resolve_settings(
+    doc: Document, dest: Destination, env: Mapping[str, str], require_env: bool, overrides: Mapping[str, Any]
+) -> Settings:
+    given: dict[str, Any] = {**doc.data.get("settings", {}), **overrides}
     values: dict[str, Any] = {}
     errors: list[ConfigError] = []
     for name, raw in given.items():
@@ -190,11 +192,13 @@ def load_mapping_file(
     env: Mapping[str, str] | None = None,
     catalog: Catalog | None = None,
     require_env: bool = True,
+    overrides: Mapping[str, Any] | None = None,
 ) -> MappingFile:
     """Load, check and compile a mapping file.
 
     ``require_env=False`` leaves unset ``${VAR}`` references unresolved instead of
     failing: for commands that never contact the destination (preview, test).
+    ``overrides`` replace settings of the file (``--set base_url=...``), checked alike.
     """
     doc = load_file(path)
     schemas.check(doc, "mapping")
@@ -203,7 +207,7 @@ def load_mapping_file(
         dest = catalog.get(doc.data["destination"])
     except ConfigError as error:
         raise doc.place(ConfigError(error.message, "/destination")) from None
-    settings = _resolve_settings(doc, dest, os.environ if env is None else env, require_env)
+    settings = _resolve_settings(doc, dest, os.environ if env is None else env, require_env, overrides or {})
     subscriptions = [
         _subscription(doc, dest, i, s) for i, s in enumerate(doc.data["subscriptions"]) if s.get("enabled", True)
     ]

@@ -1,0 +1,308 @@
+"""Sending batches of payloads over HTTP, exactly once in effect.
+
+The rules (SPEC 8): a retryable answer (408, 429, 5xx, a timeout, a broken
+connection) resends the *same* batch with the same payloads, after an exponential
+backoff with full jitter that honours ``Retry-After`` / ``retry-after-ms``; this is
+safe because the destination deduplicates (Metronome by ``transaction_id``). A
+rejected batch (400, 404, 413, 422) is split in halves until each rejected payload
+stands alone and is dead-lettered with the server's message, so one poisoned event
+costs at most ``1 + 2 * ceil(log2(n))`` requests and never blocks the others. A
+refused credential (401, 403) stops delivery: the payloads are kept, not dead-lettered.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Literal
+
+import httpx
+import orjson
+
+from engine.definitions import Request
+from engine.errors import ActionmapError
+from engine.mapping import compile_mapping
+from engine.mappingfile import MappingFile, Settings, Subscription
+
+Kind = Literal["ok", "retry", "reject", "unauthorized"]
+RETRYABLE = frozenset({408, 429})
+REJECTED = frozenset({400, 404, 413, 422})
+UNAUTHORIZED = frozenset({401, 403})
+_MESSAGE_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One payload on its way, with what a dead letter must keep."""
+
+    index: int
+    event: Any
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    subscription: str
+    index: int
+    event: Any
+    payload: dict[str, Any] | None
+    reason: str
+    status: int | None = None
+    attempts: int = 0
+    time: str = field(default_factory=lambda: utc_text(datetime.now(timezone.utc)))
+
+
+def utc_text(instant: datetime) -> str:
+    return instant.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Unauthorized(ActionmapError):
+    """The destination refused the credential; nothing more is sent to it."""
+
+    def __init__(self, destination: str, status: int, message: str) -> None:
+        super().__init__(
+            f"{destination} refused the credential ({status}: {message}); delivery stopped. "
+            "Undelivered events were kept, not dead-lettered: fix the setting and send again "
+            "(payloads keep their ids, so resending is safe)."
+        )
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, bounded in total time per batch."""
+
+    base: float = 0.5
+    cap: float = 30.0
+    max_duration: float = 900.0
+    max_retry_after: float = 120.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.cap, self.base * (2 ** (attempt - 1))))
+
+
+class TokenBucket:
+    """Client-side pacing: at most ``rate`` events per second on average, bursts up to ``burst``."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self.burst = max(burst or rate, 1.0)
+        self.tokens = self.burst
+        self.clock, self.sleep = clock, sleep
+        self.stamp = clock()
+
+    def take(self, count: int) -> None:
+        """Wait until ``count`` events may go (a request larger than the burst waits for a full bucket)."""
+        need = min(float(count), self.burst)
+        while True:
+            now = self.clock()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= need:
+                self.tokens -= count
+                return
+            self.sleep((need - self.tokens) / self.rate)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    kind: Kind
+    status: int | None
+    message: str
+    retry_after: float | None = None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After``."""
+    ms = response.headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, (parsed - datetime.now(timezone.utc)).total_seconds()) if parsed else None
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:_MESSAGE_LIMIT] or response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"][:_MESSAGE_LIMIT]
+    return response.text[:_MESSAGE_LIMIT]
+
+
+def classify(response: httpx.Response) -> Answer:
+    status = response.status_code
+    if 200 <= status < 300:
+        return Answer("ok", status, "")
+    if status in RETRYABLE or status >= 500:
+        return Answer("retry", status, _message(response), _retry_after(response))
+    if status in UNAUTHORIZED:
+        return Answer("unauthorized", status, _message(response))
+    return Answer("reject", status, _message(response))
+
+
+def render(template: str, settings: Settings) -> str:
+    """A URL or header template over settings (``{{settings.base_url}}/v1/ingest``)."""
+    value = compile_mapping({"@template": template}).evaluate({"settings": settings.values})
+    return str(value)
+
+
+@dataclass
+class _Target:
+    """A subscription's request with its URL and headers rendered once."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: str
+
+
+class Sender:
+    """Delivers batches for one mapping file; counts requests; never sends a secret anywhere else."""
+
+    def __init__(
+        self,
+        mapping_file: MappingFile,
+        *,
+        client: httpx.Client | None = None,
+        policy: RetryPolicy = RetryPolicy(),
+        pace: TokenBucket | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: httpx.Timeout = httpx.Timeout(30.0, connect=5.0),
+    ) -> None:
+        self.mapping_file = mapping_file
+        self.settings = mapping_file.settings
+        self.client = client or httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=8))
+        self.policy = policy
+        self.pace = pace
+        self.rng = rng or random.Random()
+        self.sleep, self.clock = sleep, clock
+        self.requests = 0
+        self.retries = 0
+        auth = {k: render(v, self.settings) for k, v in mapping_file.destination.auth_headers.items()}
+        self._targets = {sub.name: self._target(sub.action.request, auth) for sub in mapping_file.subscriptions}
+
+    def _target(self, request: Request, auth: dict[str, str]) -> _Target:
+        headers = {"content-type": "application/json", **auth}
+        headers.update({k: render(v, self.settings) for k, v in request.headers.items()})
+        return _Target(request.method, render(request.url, self.settings), headers, request.body)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def requests_for(self, sub: Subscription, items: list[Outgoing]) -> list[dict[str, Any]]:
+        """The exact requests a batch becomes, secrets masked: what ``--dry-run`` prints."""
+        target = self._targets[sub.name]
+        masked = {k: self.settings.redact(v) for k, v in target.headers.items()}
+        return [
+            {"method": target.method, "url": self.settings.redact(target.url), "headers": masked, "body": orjson.loads(body)}
+            for body in self._bodies(target, items)
+        ]
+
+    @staticmethod
+    def _bodies(target: _Target, items: list[Outgoing]) -> list[bytes]:
+        if target.body == "batch":
+            return [orjson.dumps([item.payload for item in items])]
+        return [orjson.dumps(item.payload) for item in items]
+
+    def deliver(self, sub: Subscription, items: list[Outgoing]) -> tuple[int, list[DeadLetter]]:
+        """Send one batch; the number delivered and the dead letters. Raises :class:`Unauthorized`."""
+        dead: list[DeadLetter] = []
+        target = self._targets[sub.name]
+        if target.body == "batch":
+            delivered = self._bisect(sub, target, items, dead)
+        else:
+            delivered = sum(self._bisect(sub, target, [item], dead) for item in items)
+        return delivered, dead
+
+    def _bisect(self, sub: Subscription, target: _Target, items: list[Outgoing], dead: list[DeadLetter]) -> int:
+        answer, attempts = self._post(target, items)
+        if answer.kind == "ok":
+            return len(items)
+        if answer.kind == "unauthorized":
+            raise Unauthorized(self.mapping_file.destination.name, answer.status or 0, self.settings.redact(answer.message))
+        if answer.kind == "retry":  # the retry budget ran out
+            reason = f"retries exhausted after {attempts} attempts: last answer {answer.status or ''} {answer.message}".strip()
+            dead += [self._dead(sub, item, reason, answer.status, attempts) for item in items]
+            return 0
+        if len(items) == 1:
+            dead.append(self._dead(sub, items[0], f"rejected by the server: {answer.message}", answer.status, attempts))
+            return 0
+        middle = len(items) // 2
+        return self._bisect(sub, target, items[:middle], dead) + self._bisect(sub, target, items[middle:], dead)
+
+    def _dead(self, sub: Subscription, item: Outgoing, reason: str, status: int | None, attempts: int) -> DeadLetter:
+        return DeadLetter(sub.name, item.index, item.event, item.payload, self.settings.redact(reason), status, attempts)
+
+    def _post(self, target: _Target, items: list[Outgoing]) -> tuple[Answer, int]:
+        """Send until a final answer or the retry budget is spent; the answer and the attempts made."""
+        (body,) = self._bodies(target, items) if target.body == "batch" else [orjson.dumps(items[0].payload)]
+        started = self.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.pace is not None:
+                self.pace.take(len(items))
+            self.requests += 1
+            try:
+                answer = classify(self.client.request(target.method, target.url, content=body, headers=target.headers))
+            except httpx.TimeoutException as exc:
+                answer = Answer("retry", None, f"timed out ({type(exc).__name__})")
+            except httpx.TransportError as exc:
+                answer = Answer("retry", None, f"connection failed ({type(exc).__name__}: {exc})")
+            if answer.kind != "retry":
+                return answer, attempt
+            wait = self.policy.delay(attempt, self.rng)
+            if answer.retry_after is not None:
+                wait = max(wait, min(answer.retry_after, self.policy.max_retry_after))
+            if self.clock() - started + wait > self.policy.max_duration:
+                return answer, attempt
+            self.retries += 1
+            self.sleep(wait)
+
+
+def check_credential(mapping_file: MappingFile, client: httpx.Client | None = None) -> tuple[str, str]:
+    """Run the destination's credential check: ("valid" | "refused" | "unreachable" | "unexpected", detail)."""
+    dest = mapping_file.destination
+    check = dest.credential_check
+    if check is None:
+        return "unexpected", f"{dest.slug} declares no credential check"
+    settings = mapping_file.settings
+    headers = {k: render(v, settings) for k, v in {**dest.auth_headers, **check.request.headers}.items()}
+    url = render(check.request.url, settings)
+    owned = client is None
+    client = client or httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0))
+    try:
+        response = client.request(check.request.method, url, json=check.request.json, headers=headers)
+    except httpx.HTTPError as exc:
+        return "unreachable", settings.redact(f"{settings.redact(url)}: {type(exc).__name__}: {exc}")
+    finally:
+        if owned:
+            client.close()
+    status = response.status_code
+    if status in check.valid:
+        return "valid", f"{status} from {settings.redact(url)}"
+    if status in check.invalid:
+        return "refused", settings.redact(f"{status} from {url}: {_message(response)}")
+    return "unexpected", settings.redact(f"{status} from {url}: {_message(response)}")

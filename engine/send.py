@@ -1,0 +1,156 @@
+"""``actionmap send``: events in, payloads delivered in batches, a summary out.
+
+Streams: events are read one at a time and batches are flushed as they fill, so
+memory holds at most one open batch per subscription whatever the input's size.
+Every event ends in exactly one count of the summary (per subscription it feeds):
+delivered, invalid (dead-lettered with the mapping or field problem) or
+dead-lettered (refused before sending by a window check, or by the server); an
+event that feeds no subscription counts once as filtered.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import IO, Callable, Iterable
+
+import orjson
+
+from engine.deadletters import DeadLetterFile
+from engine.delivery import DeadLetter, Outgoing, Sender
+from engine.events import BadInput, Event
+from engine.mappingfile import Subscription
+from engine.pipeline import Pipeline
+from engine.presend import compile_presend
+
+
+@dataclass
+class Summary:
+    events: int = 0
+    delivered: int = 0
+    filtered: int = 0
+    invalid: int = 0
+    dead_lettered: int = 0
+    requests: int = 0
+
+    def line(self) -> str:
+        return orjson.dumps(asdict(self)).decode()
+
+
+class Progress:
+    """A one-line progress display on a terminal; silent when output is piped."""
+
+    def __init__(self, stream: IO[str] = sys.stderr, every: float = 0.25) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.every = every
+        self.last = 0.0
+
+    def show(self, summary: Summary, final: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not final and now - self.last < self.every):
+            return
+        self.last = now
+        end = "\n" if final else ""
+        self.stream.write(
+            f"\r{summary.events:,} events: {summary.delivered:,} delivered, {summary.filtered:,} filtered, "
+            f"{summary.invalid:,} invalid, {summary.dead_lettered:,} dead-lettered, {summary.requests:,} requests{end}"
+        )
+        self.stream.flush()
+
+
+class Delivery:
+    """Batches payloads per subscription and hands full batches to the sender (or prints them on a dry run)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        sender: Sender,
+        dead_letters: DeadLetterFile,
+        *,
+        dry_run: IO[bytes] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        progress: Progress | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.sender = sender
+        self.dead_letters = dead_letters
+        self.dry_run = dry_run
+        self.now = now
+        self.progress = progress
+        self.summary = Summary()
+        subs = pipeline.subscriptions
+        self._batches: dict[str, list[Outgoing]] = {s.name: [] for s in subs}
+        self._subs = {s.name: s for s in subs}
+        self._presend = {s.name: compile_presend(s.action) for s in subs}
+        self._checks = {name: p.at(now()) if p else None for name, p in self._presend.items()}
+
+    def _dead(self, letter: DeadLetter, invalid: bool) -> None:
+        if invalid:
+            self.summary.invalid += 1
+        else:
+            self.summary.dead_lettered += 1
+        self.dead_letters.write(letter)
+
+    def add(self, item: Event | BadInput) -> None:
+        """Map one input event and queue its payloads; send every batch that fills."""
+        self.summary.events += 1
+        if isinstance(item, BadInput):
+            self._dead(DeadLetter("", item.index, None, None, f"input line {item.line}: {item.message}"), invalid=True)
+            return
+        outcomes = self.pipeline.run(item.value)
+        if not outcomes:
+            self.summary.filtered += 1
+        for outcome in outcomes:
+            name = outcome.subscription
+            if outcome.status != "ok":
+                self._dead(DeadLetter(name, item.index, item.value, outcome.payload, "; ".join(outcome.errors)), invalid=True)
+                continue
+            payload = outcome.payload or {}
+            check = self._checks[name]
+            reason = check(payload) if check else None
+            if reason:
+                self._dead(DeadLetter(name, item.index, item.value, payload, reason), invalid=False)
+                continue
+            batch = self._batches[name]
+            batch.append(Outgoing(item.index, item.value, payload))
+            if len(batch) >= self._subs[name].batch_size:
+                self._flush(self._subs[name])
+        if self.progress:
+            self.progress.show(self.summary)
+
+    def _flush(self, sub: Subscription) -> None:
+        items, self._batches[sub.name] = self._batches[sub.name], []
+        if not items:
+            return
+        presend = self._presend[sub.name]
+        if presend:
+            self._checks[sub.name] = presend.at(self.now())
+        if self.dry_run is not None:
+            for request in self.sender.requests_for(sub, items):
+                self.dry_run.write(orjson.dumps(request) + b"\n")
+                self.summary.requests += 1
+            return
+        before = self.sender.requests
+        try:
+            delivered, dead = self.sender.deliver(sub, items)
+        finally:
+            self.summary.requests += self.sender.requests - before
+        self.summary.delivered += delivered
+        for letter in dead:
+            self._dead(letter, invalid=False)
+
+    def finish(self) -> Summary:
+        """Send what is left in every batch."""
+        for sub in self._subs.values():
+            self._flush(sub)
+        if self.progress:
+            self.progress.show(self.summary, final=True)
+        return self.summary
+
+    def run(self, items: Iterable[Event | BadInput]) -> Summary:
+        for item in items:
+            self.add(item)
+        return self.finish()
