@@ -176,6 +176,11 @@ def _subscription(doc: Document, dest: Destination, index: int, data: dict[str, 
                 )
             mapping[name] = compile_mapping(value, join_pointer(pointer + "/mapping", name))
         mapping = {name: mapping[name] for name in action.fields if name in mapping}
+        unmapped = [n for n, decl in action.fields.items() if decl.get("required") and n not in mapping]
+        if unmapped:
+            raise ConfigError(
+                f"required field {unmapped[0]} of {action.slug} has no default mapping: map it under mapping:", pointer
+            )
         checks = compile_fields(action.fields, "", {name: node.source for name, node in mapping.items()})
     except ConfigError as error:
         raise doc.place(error) from None

@@ -8,7 +8,7 @@ data: a problem becomes an ``invalid`` outcome that names the field and the rule
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Literal
 
 from engine.errors import MappingFailure
 from engine.mappingfile import MappingFile, Subscription
@@ -57,57 +57,57 @@ class Pipeline:
         outcomes = []
         for sub in self.subscriptions:
             if sub.trigger.matches(event):
-                outcomes.append(_explained(sub, event) if explain else _mapped(sub, event))
+                outcomes.append(_build(sub, event, explain))
             elif include_filtered:
                 outcomes.append(Outcome(sub.name, sub.action.slug, "filtered", reason=f"trigger is false: {sub.trigger.source}"))
         return outcomes
 
-    def payloads(self, events: Iterator[Any]) -> Iterator[tuple[int, Outcome]]:
-        """(event index, outcome) for every event and subscription it feeds."""
-        for index, event in enumerate(events):
-            for outcome in self.run(event):
-                yield index, outcome
 
-
-def _finish(sub: Subscription, built: dict[str, Any], problems: list[str], explain: dict[str, Any] | None) -> Outcome:
+def _finish(
+    sub: Subscription, built: dict[str, Any], failed: dict[str, str], explain: dict[str, Any] | None
+) -> Outcome:
+    """Check the built payload; a field whose mapping failed is reported once, by its failure."""
     payload, field_problems = sub.checks.check(built)
-    problems += [p.message for p in field_problems]
+    problems = list(failed.values()) + [p.message for p in field_problems if p.field not in failed]
     if problems:
         return Outcome(sub.name, sub.action.slug, "invalid", payload, tuple(problems), explain=explain)
     return Outcome(sub.name, sub.action.slug, "ok", payload, explain=explain)
 
 
-def _mapped(sub: Subscription, event: dict[str, Any]) -> Outcome:
+def _build(sub: Subscription, event: dict[str, Any], explain: bool) -> Outcome:
+    """Map every field, then check the payload; with ``explain``, say per field where its value came from."""
     built: dict[str, Any] = {}
-    problems: list[str] = []
+    failed: dict[str, str] = {}
+    notes: dict[str, Any] | None = {} if explain else None
     for name, node in sub.mapping.items():
         try:
-            value = node.evaluate(event)
+            if notes is None:
+                value = node.evaluate(event)
+            else:
+                value, notes[name] = node.explain(event)
         except MappingFailure as failure:
-            problems.append(f"{name}: {failure} (mapping {node.source})")
+            failed[name] = f"{name}: {failure} (mapping {node.source})"
+            if notes is not None:
+                notes[name] = {"from": node.source, "failed": str(failure)}
             continue
         if value is not MISSING:
             built[name] = value
-    return _finish(sub, built, problems, None)
-
-
-def _explained(sub: Subscription, event: dict[str, Any]) -> Outcome:
-    """As :func:`_mapped`, also saying per field where its value came from."""
-    built: dict[str, Any] = {}
-    problems: list[str] = []
-    notes: dict[str, Any] = {}
-    for name, node in sub.mapping.items():
-        try:
-            value, note = node.explain(event)
-        except MappingFailure as failure:
-            problems.append(f"{name}: {failure} (mapping {node.source})")
-            notes[name] = {"from": node.source, "failed": str(failure)}
-            continue
-        notes[name] = note
-        if value is not MISSING:
-            built[name] = value
-    outcome = _finish(sub, built, problems, notes)
-    for name, note in notes.items():
-        if outcome.payload is not None and name in built and outcome.payload.get(name) != built[name]:
-            note["coerced"] = {"from": built[name], "to": outcome.payload.get(name, MISSING) if name in outcome.payload else "dropped"}
+    outcome = _finish(sub, built, failed, notes)
+    if notes is not None and outcome.payload is not None:
+        for name, value in built.items():
+            sent = outcome.payload.get(name, MISSING)
+            if sent is MISSING or sent != value or type(sent) is not type(value):
+                by = _coercion_name(value, sent, sub.action.fields[name]["type"])
+                notes[name]["coerced"] = {"by": by, "from": value, "to": None if sent is MISSING else sent}
     return outcome
+
+
+_KINDS = {str: "string", bool: "boolean", int: "number", float: "number", type(None): "null", dict: "object", list: "array"}
+
+
+def _coercion_name(before: Any, after: Any, field_type: str) -> str:
+    """How a value changed between mapping and sending, named as the declared coercions are."""
+    if after is MISSING:
+        return "null_to_missing"
+    kind_before, kind_after = _KINDS.get(type(before), "value"), _KINDS.get(type(after), "value")
+    return f"{kind_before}_to_{kind_after}" if kind_before != kind_after else f"normalised {field_type}"
