@@ -2,6 +2,12 @@
 
 A singular query made of names and indexes only becomes a direct key walk;
 every other query is parsed once by ``jsonpath-rfc9535`` and kept.
+
+Segment-style dotted paths (``a.b[0]``, ``a['x.y']``, ``context.user agent``) are
+split here into the same keys. Where the spec is silent: a dotted name runs to the
+next ``.``, ``[`` or ``]`` and may hold spaces or dashes; a quoted name takes
+backslash escapes; a digit-only dotted name (``a.0``) is an error, since Segment
+would index an array with it and JSONPath never does: write ``a[0]`` or ``a['0']``.
 """
 
 from __future__ import annotations

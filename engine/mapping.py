@@ -313,8 +313,9 @@ def _path(text: str, pointer: str) -> Node:
 def _object(value: dict[str, Any], pointer: str) -> Node:
     keys = tuple(value)
     parts = [compile_mapping(value[key], join_pointer(pointer, key)) for key in keys]
-    if all(type(part) is Literal for part in parts):
-        return Literal({key: part.value for key, part in zip(keys, parts)})  # type: ignore[attr-defined]
+    constants = [part.value for part in parts if isinstance(part, Literal)]
+    if len(constants) == len(parts):
+        return Literal(dict(zip(keys, constants)))
 
     def build(values: list[Any]) -> dict[str, Any]:
         return {key: item for key, item in zip(keys, values) if item is not MISSING}
@@ -324,8 +325,9 @@ def _object(value: dict[str, Any], pointer: str) -> Node:
 
 
 def _list(parts: list[Node]) -> Node:
-    if all(type(part) is Literal for part in parts):
-        return Literal([part.value for part in parts])  # type: ignore[attr-defined]
+    constants = [part.value for part in parts if isinstance(part, Literal)]
+    if len(constants) == len(parts):
+        return Literal(constants)
 
     def build(values: list[Any]) -> list[Any]:
         return [_list_item(item) for item in values]
@@ -352,7 +354,7 @@ def _directive(value: dict[str, Any], pointer: str) -> Node:
 
 # --- directive arguments -------------------------------------------------------------------
 
-_TYPE_NAMES = {str: "a string", bool: "true or false", list: "a list", dict: "an object"}
+_TYPE_NAMES = {str: "a string", bool: "true or false"}
 
 
 def _arguments(raw: Any, pointer: str, directive: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -466,7 +468,7 @@ def _replacer(pattern: str, replacement: str, ignorecase: bool, everywhere: bool
     if ignorecase:
         regex = re.compile(re.escape(pattern), re.IGNORECASE)
         count = 0 if everywhere else 1
-        return lambda text: regex.sub(lambda _: replacement, text, count)
+        return lambda text: regex.sub(lambda _: replacement, text, count=count)
     limit = -1 if everywhere else 1
     return lambda text: text.replace(pattern, replacement, limit)
 
@@ -525,7 +527,7 @@ def _merge(raw: Any, pointer: str) -> Node:
         raise ConfigError(f"@merge objects must be a non-empty list of mapping values, not {_a(entries)}", join_pointer(pointer, "objects"))
     parts = [compile_mapping(entry, join_pointer(pointer, "objects", index)) for index, entry in enumerate(entries)]
     for index, part in enumerate(parts):
-        if type(part) is Literal and type(part.value) not in (dict, type(None)):
+        if isinstance(part, Literal) and type(part.value) not in (dict, type(None)):
             raise ConfigError(f"@merge can only merge objects, but entry {index} is {_a(part.value)}", join_pointer(pointer, "objects", index))
     # Later entries win: for `left`, walk the entries backwards so earlier ones win.
     order = tuple(range(len(parts)))[:: -1 if direction == "left" else 1]
@@ -589,7 +591,7 @@ def _jmespath(raw: Any, pointer: str) -> Node:
     def search(doc: Any) -> Any:
         try:
             result = parsed.search(doc)
-        except jmespath.exceptions.JMESPathError as error:
+        except Exception as error:  # noqa: BLE001 - jmespath is not total on JSON: a filter comparing "" > 1 raises TypeError
             raise MappingFailure(f"@jmespath {expression!r} failed on this event: {error}") from None
         return MISSING if result is None else result
 

@@ -541,7 +541,7 @@ def _jmespath_predicate(spec: dict[str, Any], pointer: str) -> tuple[str, Predic
     def matches(event: Event) -> bool:
         try:
             return _jmespath_truthy(search(event))
-        except JMESPathError:  # a type error on this event's data: it does not match
+        except (JMESPathError, TypeError):  # a type error on this event's data (jmespath 1.1 may raise a bare TypeError)
             return False
 
     return f"jmespath: {expression}", matches

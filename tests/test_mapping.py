@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import jsonpath as jsonpath_module
 from engine.errors import ConfigError, MappingFailure
 from engine.mapping import compile_mapping
 from engine.missing import MISSING
@@ -316,19 +315,19 @@ def test_timestamp(value: Any, unit: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("value", "unit", "says"),
     [
-        ("yesterday", "iso", '"yesterday"'),
-        (1764151200, "iso", "1764151200"),
-        ("12e3", "unix_s", '"12e3"'),
-        (True, "unix_ms", "true"),
-        (1e300, "unix_s", "outside years"),
-        ("0001-01-01T00:00:00+01:00", "iso", "0001-01-01"),
+        ("yesterday", "iso", ('the string "yesterday"', "such as 2026-11-26T10:00:00Z")),
+        (1764151200, "iso", ("the number 1764151200", "ISO 8601")),
+        ("12e3", "unix_s", ('the string "12e3"', "such as 1764151200")),
+        (True, "unix_ms", ("the boolean true", "such as 1764151200000")),
+        (1e300, "unix_s", ("1e+300", "outside years 0001-9999")),
+        ("0001-01-01T00:00:00+01:00", "iso", ('"0001-01-01T00:00:00+01:00"', "ISO 8601")),
     ],
 )
-def test_timestamp_failures_name_value_and_form(value: Any, unit: str, says: str) -> None:
+def test_timestamp_failures_name_value_and_form(value: Any, unit: str, says: tuple[str, str]) -> None:
     with pytest.raises(MappingFailure) as caught:
         run({"@timestamp": {"value": value, "from": unit}})
-    assert says in str(caught.value)
-    assert "2026-11-26T10:00:00Z" in str(caught.value) or "1764151200" in str(caught.value) or "outside" in str(caught.value)
+    for fragment in says:
+        assert fragment in str(caught.value)
 
 
 def test_timestamp_missing_and_options() -> None:
@@ -414,7 +413,7 @@ def test_defect_checks_happen_once_at_load(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(ConfigError):  # found without any event
         compile_mapping({"ok": "$.a", "bad": {"@case": {"operator": "title", "value": "$.a"}}})
     node = compile_mapping(
-        {"a": "$.items[*]", "b": {"@jmespath": "items[0]"}, "c": {"@template": "{{x.y}}"}, "d": {"@replace": {"pattern": "A", "value": "$.s", "ignorecase": True}}}
+        {"a": "$.items[*]", "b": {"@jmespath": "items[0]"}, "c": {"@template": "{{x.y}}"}, "d": {"@replace": {"pattern": "A", "replacement": "b", "value": "$.s", "ignorecase": True}}}
     )
 
     def forbidden(*args: Any, **kwargs: Any) -> Any:
@@ -422,9 +421,9 @@ def test_defect_checks_happen_once_at_load(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(jmespath, "compile", forbidden)
     monkeypatch.setattr(jsonpath_rfc9535.JSONPathEnvironment, "compile", forbidden)
-    monkeypatch.setattr(jsonpath_module, "compile_path", forbidden)
+    monkeypatch.setattr("engine.mapping.compile_path", forbidden)
     monkeypatch.setattr("re.compile", forbidden)
-    assert node.evaluate({"items": [1], "x": {"y": "z"}, "s": "aA"}) == {"a": [1], "b": 1, "c": "z", "d": "AA"}
+    assert node.evaluate({"items": [1], "x": {"y": "z"}, "s": "aA"}) == {"a": [1], "b": 1, "c": "z", "d": "bb"}
 
 
 # --- properties ----------------------------------------------------------------------------
@@ -480,6 +479,7 @@ REPRESENTATIVE = [
     {"@timestamp": {"value": "$.t", "from": "unix_ms"}},
     {"id": "$.a", "list": ["$.b", "$.nope", 1], "nested": {"deep": "$.c"}},
 ]
+PRISTINE = copy.deepcopy(REPRESENTATIVE)
 NODES = [compile_mapping(mapping) for mapping in REPRESENTATIVE]
 
 
@@ -501,7 +501,7 @@ def test_evaluate_never_raises_anything_but_mapping_failure(event: dict[str, Any
     for mapping, node in zip(REPRESENTATIVE, NODES):
         outcome(lambda: node.evaluate(event))  # any other exception fails the test; the value must be JSON
         assert event == before, f"{node.source} changed the event"
-    assert [compile_mapping(m).source for m in REPRESENTATIVE] == [n.source for n in NODES]
+    assert REPRESENTATIVE == PRISTINE, "evaluating changed a mapping"
 
 
 @settings(max_examples=200)
@@ -523,5 +523,4 @@ def test_compiled_simple_paths_equal_the_rfc_evaluator(event: dict[str, Any], ke
     query = "$" + "".join(f"[{json.dumps(key, ensure_ascii=False)}]" for key in keys)
     got = compile_mapping({"@path": query} if directive else query).evaluate(event)
     expected = [node.value for node in jsonpath_rfc9535.find(query, event)]
-    assert ([] if got is MISSING else [got]) == expected
     assert json.dumps([] if got is MISSING else [got]) == json.dumps(expected)

@@ -553,3 +553,10 @@ def test_a_star_heavy_glob_stays_fast() -> None:
     trigger = compile_trigger('match(f, "*a*a*a*a*a*a*a*b")')
     assert not trigger.matches({"f": "a" * 20_000})
     assert trigger.matches({"f": "a" * 20_000 + "b"})
+
+
+def test_a_jmespath_trigger_that_compares_across_types_does_not_match_rather_than_raise() -> None:
+    # jmespath 1.1 raises a plain TypeError for "" > 1; the trigger must answer False, not crash
+    trigger = compile_trigger({"jmespath": "properties.n > `1`"})
+    assert trigger.matches({"properties": {"n": ""}}) is False
+    assert trigger.matches({"properties": {"n": 2}}) is True
