@@ -153,3 +153,23 @@ def test_a_built_wheel_carries_plugins_schemas_and_mappings(tmp_path: Path) -> N
         env=env, capture_output=True, text=True, cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
+
+
+def test_the_readme_key_reference_is_generated_from_the_schemas() -> None:
+    from engine.docs import REFERENCE_BEGIN, REFERENCE_END, key_reference_markdown
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    region = readme[readme.index(REFERENCE_BEGIN) : readme.index(REFERENCE_END) + len(REFERENCE_END)]
+    assert region + "\n" == key_reference_markdown(), "README is stale: run `actionmap docs --update README.md`"
+    for key in ("`settings.<name>.secret`", "`fields.<name>.coerce`", "`subscriptions[].trigger`", "`tests[].expect[].status`"):
+        assert key in region
+
+
+def test_docs_update_rewrites_a_stale_reference(cli, tmp_path: Path) -> None:
+    from engine.docs import REFERENCE_BEGIN, REFERENCE_END
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{REFERENCE_BEGIN}\nSTALE-TEXT\n{REFERENCE_END}\ntail\n")
+    assert cli("docs", "--update", str(readme)).code == 0
+    text = readme.read_text()
+    assert "STALE-TEXT" not in text and "`destination`" in text and text.endswith(f"{REFERENCE_END}\ntail\n")
