@@ -252,6 +252,15 @@ class Catalog:
         self._folders = plugin_folders()
         self._loaded: dict[str, Destination] = {}
 
+    def add_folder(self, folder: Path) -> Destination:
+        """Load a plugin folder that is not installed (one being developed, or a scaffold)."""
+        folder = folder.resolve()
+        known = self._folders.get(folder.name)
+        if known and known[0].resolve() != folder:
+            self._loaded.pop(folder.name, None)
+        self._folders[folder.name] = (folder, f"folder {folder}")
+        return self.get(folder.name)
+
     @property
     def slugs(self) -> list[str]:
         return sorted(self._folders)

@@ -205,7 +205,17 @@ def load_mapping_file(
     failing: for commands that never contact the destination (preview, test).
     ``overrides`` replace settings of the file (``--set base_url=...``), checked alike.
     """
-    doc = load_file(path)
+    return load_mapping_document(load_file(path), env, catalog, require_env, overrides)
+
+
+def load_mapping_document(
+    doc: Document,
+    env: Mapping[str, str] | None = None,
+    catalog: Catalog | None = None,
+    require_env: bool = True,
+    overrides: Mapping[str, Any] | None = None,
+) -> MappingFile:
+    """As :func:`load_mapping_file`, for a document already read (a plugin's test builds one)."""
     schemas.check(doc, "mapping")
     catalog = catalog or Catalog()
     try:
@@ -228,4 +238,4 @@ def load_mapping_file(
                 raise doc.place(
                     ConfigError(f'no subscription is named "{expectation["subscription"]}"', f"/tests/{index}/expect/{k}/subscription")
                 )
-    return MappingFile(str(path), dest, settings, subscriptions, tests, doc)
+    return MappingFile(doc.file, dest, settings, subscriptions, tests, doc)

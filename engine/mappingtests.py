@@ -31,7 +31,7 @@ def _pretty(value: Any) -> list[str]:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
 
 
-def _payload_diff(expected: Any, got: Any) -> str:
+def payload_diff(expected: Any, got: Any) -> str:
     lines = difflib.unified_diff(_pretty(expected), _pretty(got), "expected", "got", lineterm="", n=2)
     return "\n".join("      " + line for line in lines)
 
@@ -48,7 +48,7 @@ def _compare(expectation: dict[str, Any], outcome: Outcome | None) -> str | None
         if not any(expectation["error"] in e for e in outcome.errors):
             return f'subscription "{name}": no error mentions "{expectation["error"]}"; errors were: ' + "; ".join(outcome.errors)
     if status == "ok" and "payload" in expectation and outcome is not None and outcome.payload != expectation["payload"]:
-        return f'subscription "{name}": payload differs\n' + _payload_diff(expectation["payload"], outcome.payload)
+        return f'subscription "{name}": payload differs\n' + payload_diff(expectation["payload"], outcome.payload)
     return None
 
 

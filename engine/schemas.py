@@ -20,7 +20,7 @@ from engine.errors import ConfigError, ConfigErrors
 from engine.resources import data_path
 from engine.yamlsource import Document, join_pointer
 
-SCHEMA_NAMES = ("destination", "action", "mapping")
+SCHEMA_NAMES = ("destination", "action", "mapping", "plugin-tests")
 
 
 @functools.cache
