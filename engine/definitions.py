@@ -9,12 +9,13 @@ that fails to load is an error naming file, line and column: never skipped.
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import destinations
 from engine import schemas
@@ -28,6 +29,10 @@ ENTRY_POINT_GROUP = "actionmap.destinations"
 _SETTING_REF = re.compile(r"\{\{\{?\s*settings\.([A-Za-z0-9_]+)")
 
 
+Hook = Callable[..., Mapping[str, str]]
+"""A request hook: called as ``hook(method=, url=, headers=, body=, settings=)``, returns headers to add."""
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -38,6 +43,7 @@ class Setting:
     default: Any = None
     secret: bool = False
     format: str | None = None
+    enum: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
     body: str = "batch"
     json: Any = None
+    headers_setting: str | None = None
+    hook: Hook | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class Action:
     max_batch_size: int
     request: Request
     document: Document = field(repr=False)
+    size_setting: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,14 +105,35 @@ class Destination:
     document: Document = field(repr=False)
 
 
-def _request(data: dict[str, Any]) -> Request:
+def _request(data: dict[str, Any], hook: Hook | None = None) -> Request:
     return Request(
         method=data["method"],
         url=data["url"],
         headers=dict(data.get("headers", {})),
         body=data.get("body", "batch"),
         json=data.get("json"),
+        headers_setting=data.get("headers_setting"),
+        hook=hook,
     )
+
+
+def _setting_of_type(doc: Document, settings: dict[str, Setting], name: str, kind: str, pointer: str) -> None:
+    """An action key that names a setting must name a declared one of the right type."""
+    setting = settings.get(name)
+    if setting is None or setting.type != kind:
+        found = f"a {setting.type} setting" if setting else "not declared"
+        raise doc.place(ConfigError(f"{name} must be a declared {kind} setting of this destination ({found})", pointer))
+
+
+def _hook(doc: Document, module: ModuleType | None, name: str | None, pointer: str) -> Hook | None:
+    if name is None:
+        return None
+    if module is None:
+        raise doc.place(ConfigError(f"hook {name} needs a hooks module: add hooks: <python module> to destination.yaml", pointer))
+    hook = getattr(module, name, None)
+    if not callable(hook):
+        raise doc.place(ConfigError(f"the hooks module {module.__name__} has no function {name}", pointer))
+    return hook
 
 
 def _check_templates(doc: Document, settings: dict[str, Setting], pointer: str, texts: dict[str, str]) -> None:
@@ -129,13 +159,18 @@ def _compile(doc: Document, make: Any, value: Any, pointer: str) -> Any:
         raise doc.place(error) from None
 
 
-def load_action(path: Path, slug: str, settings: dict[str, Setting]) -> Action:
+def load_action(path: Path, slug: str, settings: dict[str, Setting], hooks: ModuleType | None = None) -> Action:
     """Read, check and compile ``actions/<slug>.yaml``."""
     doc = load_file(path)
     schemas.check(doc, "action")
     data = doc.data
-    request = _request(data["request"])
-    _check_templates(doc, settings, "/request", {"url": request.url})
+    request = _request(data["request"], _hook(doc, hooks, data["request"].get("hook"), "/request/hook"))
+    _check_templates(doc, settings, "/request", {"url": request.url, "method": request.method})
+    if request.headers_setting:
+        _setting_of_type(doc, settings, request.headers_setting, "object", "/request/headers_setting")
+    size_setting = data.get("batching", {}).get("size_setting")
+    if size_setting:
+        _setting_of_type(doc, settings, size_setting, "integer", "/batching/size_setting")
     _check_templates(doc, settings, "/request/headers", request.headers)
     defaults = {
         name: _compile(doc, compile_mapping, decl["default"], f"/fields/{name}/default")
@@ -155,6 +190,7 @@ def load_action(path: Path, slug: str, settings: dict[str, Setting]) -> Action:
         max_batch_size=data.get("batching", {}).get("max_batch_size", 1),
         request=request,
         document=doc,
+        size_setting=size_setting,
     )
 
 
@@ -170,7 +206,8 @@ def load_destination(folder: Path, expected_slug: str, origin: str = "built-in")
             )
         )
     settings = {
-        name: Setting(name=name, **{k: v for k, v in decl.items()}) for name, decl in data["settings"].items()
+        name: Setting(name=name, **{k: tuple(v) if k == "enum" else v for k, v in decl.items()})
+        for name, decl in data["settings"].items()
     }
     for name, setting in settings.items():
         if setting.required and setting.default is not None:
@@ -182,12 +219,18 @@ def load_destination(folder: Path, expected_slug: str, origin: str = "built-in")
     if check:
         credential_check = CredentialCheck(_request(check["request"]), frozenset(check["valid"]), frozenset(check["invalid"]))
         _check_templates(doc, settings, "/credential_check/request", {"url": credential_check.request.url})
+    hooks = None
+    if "hooks" in data:
+        try:
+            hooks = importlib.import_module(data["hooks"])
+        except Exception as exc:  # any import failure of plugin code is the plugin's error, reported with its place
+            raise doc.place(ConfigError(f"cannot import the hooks module {data['hooks']}: {type(exc).__name__}: {exc}", "/hooks")) from None
     actions: dict[str, Action] = {}
     for index, slug in enumerate(data["actions"]):
         path = folder / "actions" / f"{slug}.yaml"
         if not path.is_file():
             raise doc.place(ConfigError(f"action {slug} is declared but {path} does not exist", f"/actions/{index}"))
-        actions[slug] = load_action(path, slug, settings)
+        actions[slug] = load_action(path, slug, settings, hooks)
     undeclared = sorted(p.stem for p in (folder / "actions").glob("*.yaml") if p.stem not in actions)
     if undeclared:
         raise doc.place(

@@ -154,7 +154,7 @@ def _keys(node: dict[str, Any], root: dict[str, Any], prefix: str, rows: list[li
 def key_reference_markdown() -> str:
     """Every key of every YAML file a person writes, generated from ``schemas/``."""
     out = [REFERENCE_BEGIN]
-    for name, title in (("destination", "`destination.yaml`"), ("action", "`actions/<action>.yaml`"), ("mapping", "mapping files")):
+    for name, title in (("destination", "`destination.yaml`"), ("action", "`actions/<action>.yaml`"), ("mapping", "mapping files"), ("plugin-tests", "`tests/<action>.yaml` (plugin tests)")):
         schema = load_schema(name)
         rows: list[list[str]] = []
         _keys(schema, schema, "", rows, frozenset())

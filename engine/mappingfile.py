@@ -39,15 +39,27 @@ class Settings:
         return f"Settings({self.redacted()!r})"
 
     def redacted(self) -> dict[str, Any]:
-        return {k: MASK if k in self.secret_names else v for k, v in self.values.items()}
+        return {k: self._masked(v) if k in self.secret_names else v for k, v in self.values.items()}
+
+    @staticmethod
+    def _masked(value: Any) -> Any:
+        return {k: MASK for k in value} if isinstance(value, dict) else MASK
 
     def redact(self, text: str) -> str:
-        """``text`` with every secret value replaced by a mask."""
-        for name in self.secret_names:
-            secret = self.values.get(name)
-            if isinstance(secret, str) and secret:
-                text = text.replace(secret, MASK)
+        """``text`` with every secret value (each value of a secret object) replaced by a mask."""
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
         return text
+
+    @property
+    def _secrets(self) -> list[str]:
+        found: list[str] = []
+        for name in self.secret_names:
+            value = self.values.get(name)
+            for one in value.values() if isinstance(value, dict) else [value]:
+                if isinstance(one, str) and one:
+                    found.append(one)
+        return sorted(found, key=len, reverse=True)  # a longer secret first: it may contain a shorter one
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,9 @@ def _check_url(name: str, value: str) -> str | None:
     return f'{name}: expected an absolute https:// URL, got "{value}"'
 
 
-_PY_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,)}
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,), "object": (dict,),
+}
 
 
 def _resolve_settings(
@@ -134,7 +148,14 @@ def _resolve_settings(
 
 
 def _interpolate(raw: Any, env: Mapping[str, str], require_env: bool) -> tuple[Any, tuple[str, int] | None]:
-    """``raw`` with ``${VAR}`` read from ``env``; or the problem and its offset."""
+    """``raw`` with ``${VAR}`` read from ``env`` (in each value of an object too); or the problem and its offset."""
+    if isinstance(raw, dict):
+        out = {}
+        for key, value in raw.items():
+            out[key], problem = _interpolate(value, env, require_env)
+            if problem:
+                return raw, problem
+        return out, None
     if not isinstance(raw, str):
         return raw, None
     for match in _ENV_REF.finditer(raw):
@@ -147,7 +168,11 @@ def _check_setting(setting: Setting, value: Any) -> str | None:
     """Why a setting's value is wrong, without echoing it (it may be a secret)."""
     types = _PY_TYPES[setting.type]
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        return f"{setting.name}: expected a {setting.type}"
+        return f"{setting.name}: expected a{'n' if setting.type[0] in 'aeiou' else ''} {setting.type}"
+    if setting.type == "object" and not all(isinstance(v, str) for v in value.values()):
+        return f"{setting.name}: expected a map of names to strings"
+    if setting.enum is not None and value not in setting.enum:
+        return f"{setting.name}: expected one of {', '.join(map(str, setting.enum))}"
     if setting.format == "uri" and not _ENV_REF.search(value):
         return _check_url(setting.name, value)
     return None
@@ -158,7 +183,7 @@ def _placed(doc: Document, errors: list[ConfigError]) -> ConfigError:
     return placed[0] if len(placed) == 1 else ConfigErrors(placed)
 
 
-def _subscription(doc: Document, dest: Destination, index: int, data: dict[str, Any]) -> Subscription:
+def _subscription(doc: Document, dest: Destination, settings: Settings, index: int, data: dict[str, Any]) -> Subscription:
     pointer = f"/subscriptions/{index}"
     action = dest.actions.get(data["action"])
     if action is None:
@@ -184,7 +209,8 @@ def _subscription(doc: Document, dest: Destination, index: int, data: dict[str, 
         checks = compile_fields(action.fields, "", {name: node.source for name, node in mapping.items()})
     except ConfigError as error:
         raise doc.place(error) from None
-    batch_size = data.get("batch_size", action.max_batch_size)
+    default_size = settings.values.get(action.size_setting, action.max_batch_size) if action.size_setting else action.max_batch_size
+    batch_size = data.get("batch_size", default_size)
     if batch_size > action.max_batch_size:
         raise doc.place(
             ConfigError(f"batch_size {batch_size} is over {action.slug}'s limit of {action.max_batch_size}", pointer + "/batch_size")
@@ -224,7 +250,7 @@ def load_mapping_document(
         raise doc.place(ConfigError(error.message, "/destination")) from None
     settings = _resolve_settings(doc, dest, os.environ if env is None else env, require_env, overrides or {})
     subscriptions = [
-        _subscription(doc, dest, i, s) for i, s in enumerate(doc.data["subscriptions"]) if s.get("enabled", True)
+        _subscription(doc, dest, settings, i, s) for i, s in enumerate(doc.data["subscriptions"]) if s.get("enabled", True)
     ]
     names: dict[str, int] = {}
     for index, sub in enumerate(doc.data["subscriptions"]):
