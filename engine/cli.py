@@ -5,18 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+import httpx
 import orjson
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from engine.deadletters import DeadLetterFile, read_dead_letters
+from engine import schemas
 from engine.definitions import Catalog, load_destination
-from engine.delivery import Sender, TokenBucket, Unauthorized, check_credential
-from engine.docs import destination_markdown
+from engine.yamlsource import load_file
+from engine.delivery import CONNECT_TIMEOUT, RetryPolicy, Sender, TokenBucket, Unauthorized, check_credential
+from engine.docs import destination_markdown, key_reference_markdown, update_key_reference
 from engine.errors import ConfigError, ConfigErrors
 from engine.events import BadInput, Event, Item, open_input, read_events
-from engine.mappingfile import load_mapping_file
+from engine.mappingfile import MappingFile, load_mapping_file
 from engine.mappingtests import run_tests
+from engine.plugintests import run_plugin_tests
+from engine.scaffold import new_destination
 from engine.pipeline import Outcome, Pipeline
 from engine.send import Delivery, Progress, Summary
 
@@ -33,6 +38,8 @@ def _validate_one(path: Path) -> str:
     if path.is_dir() or path.name == "destination.yaml":
         folder = path if path.is_dir() else path.parent
         dest = load_destination(folder, folder.name, f"folder {folder}")
+        for tests in sorted((folder / "tests").glob("*.yaml")):
+            schemas.check(load_file(tests), "plugin-tests")
         return f"{path}: ok (destination {dest.slug}, actions: {', '.join(dest.actions)})"
     mapping = load_mapping_file(path)
     return f"{path}: ok ({len(mapping.subscriptions)} subscriptions to {mapping.destination.slug}, {len(mapping.tests)} tests)"
@@ -68,7 +75,15 @@ def cmd_destinations(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    print(destination_markdown(Catalog().get(args.slug)), end="")
+    if args.update:
+        changed = update_key_reference(Path(args.update))
+        print(f"{args.update}: plugin key reference {'updated' if changed else 'already current'}")
+    elif args.keys:
+        print(key_reference_markdown(), end="")
+    elif args.slug:
+        print(destination_markdown(Catalog().get(args.slug)), end="")
+    else:
+        raise ConfigError("docs needs a SLUG (a destination's page), --keys or --update README.md")
     return EXIT_OK
 
 
@@ -113,7 +128,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     passed = failed = 0
     for name in args.files:
-        for result in run_tests(load_mapping_file(name, require_env=False)):
+        path = Path(name)
+        results = run_plugin_tests(path) if path.is_dir() else run_tests(load_mapping_file(path, require_env=False))
+        for result in results:
             if result.passed:
                 passed += 1
                 print(f"PASS {result.where}: {result.name}")
@@ -140,11 +157,17 @@ def _overrides(pairs: list[str]) -> dict[str, object]:
     return out
 
 
+def _sender(args: argparse.Namespace, mapping: MappingFile) -> Sender:
+    """The sender for send and replay: pace, request timeout and retry budget from the command line."""
+    pace = TokenBucket(args.rate) if args.rate > 0 else None
+    timeout = httpx.Timeout(args.timeout, connect=min(args.timeout, CONNECT_TIMEOUT))
+    return Sender(mapping, pace=pace, timeout=timeout, policy=RetryPolicy(max_duration=args.retry_for))
+
+
 def _deliver(args: argparse.Namespace, items: Iterable[Item]) -> int:
     """The shared body of send and replay: map, batch, deliver, dead-letter, summarise."""
     mapping = load_mapping_file(args.mapping, overrides=_overrides(args.set))
-    pace = TokenBucket(args.rate) if args.rate > 0 else None
-    sender = Sender(mapping, pace=pace)
+    sender = _sender(args, mapping)
     summary = Summary()
     try:
         with DeadLetterFile(args.dead_letter, mapping.settings) as dead:
@@ -179,6 +202,10 @@ def _replayed(path: str) -> Iterator[Item]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    source = Path(args.dead_letters)
+    if args.dead_letter and Path(args.dead_letter).exists() and source.exists() and Path(args.dead_letter).samefile(source):
+        # appending to the file being read would replay each new dead letter again, without end
+        raise ConfigError(f"--dead-letter {args.dead_letter} is the file being replayed: write new dead letters to another file")
     return _deliver(args, _replayed(args.dead_letters))
 
 
@@ -198,6 +225,12 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return emulator_main(args.options)
 
 
+def cmd_new_destination(args: argparse.Namespace) -> int:
+    folder = new_destination(args.name, Path(args.dir))
+    print(f"created {folder}: check it with `actionmap validate {folder}`, test it with `actionmap test {folder}`")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.demo import run_demo
 
@@ -209,11 +242,25 @@ def _mapping_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a setting of the mapping file")
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
 def _delivery_options(p: argparse.ArgumentParser) -> None:
     _mapping_options(p)
     p.add_argument("--dead-letter", metavar="FILE", help="append dead letters (NDJSON) to FILE")
     p.add_argument("--dry-run", action="store_true", help="print the requests that would be sent (secrets masked); send nothing")
     p.add_argument("--rate", type=float, default=5000.0, metavar="EVENTS_PER_S", help="client-side pace per destination (default 5000; 0 = unpaced)")
+    p.add_argument("--timeout", type=_positive, default=30.0, metavar="SECONDS",
+                   help="give up on one request's answer after this long and retry it (default 30)")
+    p.add_argument("--retry-for", type=_positive, default=RetryPolicy.max_duration, metavar="SECONDS",
+                   help="retry a batch for at most this long, then dead-letter it as 'retries exhausted' (default 900)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -231,15 +278,17 @@ def _parser() -> argparse.ArgumentParser:
     p = command("validate", cmd_validate, "check mapping files and plugin folders; errors as FILE:LINE:COL: message")
     p.add_argument("files", nargs="+", metavar="FILE")
     command("destinations", cmd_destinations, "list the installed destination plugins and their actions")
-    p = command("docs", cmd_docs, "print the Markdown documentation of one destination")
-    p.add_argument("slug", metavar="SLUG")
+    p = command("docs", cmd_docs, "print the Markdown documentation of one destination, or the plugin key reference")
+    p.add_argument("slug", metavar="SLUG", nargs="?")
+    p.add_argument("--keys", action="store_true", help="print every key of plugin and mapping files, generated from schemas/")
+    p.add_argument("--update", metavar="README", help="rewrite the generated key reference inside README")
     p = command("preview", cmd_preview, "map events without sending: one JSON line per (event, subscription) that matched")
     p.add_argument("-m", "--mapping", required=True, metavar="MAPPING")
     p.add_argument("events", nargs="?", metavar="EVENTS", help="a JSON, JSON-array or NDJSON file (.gz too); stdin when absent or -")
     p.add_argument("--all", action="store_true", help='also print "filtered" lines for subscriptions an event does not feed')
     p.add_argument("--explain", action="store_true", help="say where each field's value came from")
-    p = command("test", cmd_test, "run the tests: of mapping files; prints N passed, M failed")
-    p.add_argument("files", nargs="+", metavar="MAPPING")
+    p = command("test", cmd_test, "run the tests: of mapping files and the tests/ of plugin folders; prints N passed, M failed")
+    p.add_argument("files", nargs="+", metavar="MAPPING_OR_PLUGIN")
     p = command("send", cmd_send, "deliver events; the last line of output is a JSON summary; exit 0, 2 (some invalid or dead-lettered) or 1")
     p.add_argument("events", nargs="?", metavar="EVENTS", help="a JSON, JSON-array or NDJSON file (.gz too); stdin when absent or -")
     _delivery_options(p)
@@ -248,6 +297,9 @@ def _parser() -> argparse.ArgumentParser:
     _delivery_options(p)
     p = command("check", cmd_check, "run the destination's credential check: exit 0 valid, 1 refused, 2 unreachable")
     _mapping_options(p)
+    p = command("new-destination", cmd_new_destination, "scaffold a plugin folder that validates and passes its test")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--dir", default=".", help="where to create the folder (default: here)")
     p = command("demo", cmd_demo, "the main job end to end: emulator, example events, delivery, summary")
     p.add_argument("events", nargs="?", metavar="EVENTS", help="default: the packaged examples/track.ndjson")
     p.add_argument("-m", "--mapping", metavar="MAPPING", help="default: the packaged mappings/metronome.yaml")

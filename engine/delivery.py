@@ -32,6 +32,7 @@ RETRYABLE = frozenset({408, 429})
 REJECTED = frozenset({400, 404, 413, 422})
 UNAUTHORIZED = frozenset({401, 403})
 _MESSAGE_LIMIT = 500
+CONNECT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,11 @@ class Answer:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After``."""
+    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date).
+
+    A header that does not parse is ignored (the backoff applies), never an error:
+    a malformed hint from a struggling server must not stop delivery.
+    """
     ms = response.headers.get("retry-after-ms")
     if ms:
         try:
@@ -135,8 +140,14 @@ def _retry_after(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, (parsed - datetime.now(timezone.utc)).total_seconds()) if parsed else None
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000" parses naive; HTTP dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def _message(response: httpx.Response) -> str:
@@ -177,7 +188,7 @@ class _Target:
 
 
 class Sender:
-    """Delivers batches for one mapping file; counts requests; never sends a secret anywhere else."""
+    """Delivers batches for one mapping file; counts requests, retries and delivered payloads; never sends a secret anywhere else."""
 
     def __init__(
         self,
@@ -189,7 +200,7 @@ class Sender:
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
-        timeout: httpx.Timeout = httpx.Timeout(30.0, connect=5.0),
+        timeout: httpx.Timeout = httpx.Timeout(30.0, connect=CONNECT_TIMEOUT),
     ) -> None:
         self.mapping_file = mapping_file
         self.settings = mapping_file.settings
@@ -198,8 +209,9 @@ class Sender:
         self.pace = pace
         self.rng = rng or random.Random()
         self.sleep, self.clock = sleep, clock
-        self.requests = 0
+        self.requests = 0  # running totals, read by the caller before and after each batch
         self.retries = 0
+        self.delivered = 0
         auth = {k: render(v, self.settings) for k, v in mapping_file.destination.auth_headers.items()}
         self._targets = {sub.name: self._target(sub.action.request, auth) for sub in mapping_file.subscriptions}
 
@@ -226,31 +238,37 @@ class Sender:
             return [orjson.dumps([item.payload for item in items])]
         return [orjson.dumps(item.payload) for item in items]
 
-    def deliver(self, sub: Subscription, items: list[Outgoing]) -> tuple[int, list[DeadLetter]]:
-        """Send one batch; the number delivered and the dead letters. Raises :class:`Unauthorized`."""
-        dead: list[DeadLetter] = []
+    def deliver(self, sub: Subscription, items: list[Outgoing], dead_letter: Callable[[DeadLetter], None]) -> None:
+        """Send one batch: each payload is counted in ``delivered`` or handed to ``dead_letter`` as soon as its fate is known.
+
+        Raises :class:`Unauthorized`; what was decided before that (delivered halves,
+        rejected events of a bisection) is already counted and dead-lettered, so
+        nothing is lost or reported twice when delivery stops.
+        """
         target = self._targets[sub.name]
         if target.body == "batch":
-            delivered = self._bisect(sub, target, items, dead)
+            self._bisect(sub, target, items, dead_letter)
         else:
-            delivered = sum(self._bisect(sub, target, [item], dead) for item in items)
-        return delivered, dead
+            for item in items:
+                self._bisect(sub, target, [item], dead_letter)
 
-    def _bisect(self, sub: Subscription, target: _Target, items: list[Outgoing], dead: list[DeadLetter]) -> int:
+    def _bisect(self, sub: Subscription, target: _Target, items: list[Outgoing], dead_letter: Callable[[DeadLetter], None]) -> None:
         answer, attempts = self._post(target, items)
         if answer.kind == "ok":
-            return len(items)
-        if answer.kind == "unauthorized":
+            self.delivered += len(items)
+        elif answer.kind == "unauthorized":
             raise Unauthorized(self.mapping_file.destination.name, answer.status or 0, self.settings.redact(answer.message))
-        if answer.kind == "retry":  # the retry budget ran out
-            reason = f"retries exhausted after {attempts} attempts: last answer {answer.status or ''} {answer.message}".strip()
-            dead += [self._dead(sub, item, reason, answer.status, attempts) for item in items]
-            return 0
-        if len(items) == 1:
-            dead.append(self._dead(sub, items[0], f"rejected by the server: {answer.message}", answer.status, attempts))
-            return 0
-        middle = len(items) // 2
-        return self._bisect(sub, target, items[:middle], dead) + self._bisect(sub, target, items[middle:], dead)
+        elif answer.kind == "retry":  # the retry budget ran out
+            last = " ".join(str(part) for part in (answer.status, answer.message) if part)
+            reason = f"retries exhausted after {attempts} attempts (retry budget {self.policy.max_duration:g} s); last answer: {last}"
+            for item in items:
+                dead_letter(self._dead(sub, item, reason, answer.status, attempts))
+        elif len(items) == 1:
+            dead_letter(self._dead(sub, items[0], f"rejected by the server: {answer.message}", answer.status, attempts))
+        else:
+            middle = len(items) // 2
+            self._bisect(sub, target, items[:middle], dead_letter)
+            self._bisect(sub, target, items[middle:], dead_letter)
 
     def _dead(self, sub: Subscription, item: Outgoing, reason: str, status: int | None, attempts: int) -> DeadLetter:
         return DeadLetter(sub.name, item.index, item.event, item.payload, self.settings.redact(reason), status, attempts)
@@ -269,7 +287,7 @@ class Sender:
                 answer = classify(self.client.request(target.method, target.url, content=body, headers=target.headers))
             except httpx.TimeoutException as exc:
                 answer = Answer("retry", None, f"timed out ({type(exc).__name__})")
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # connection refused or reset, dropped without an answer, undecodable answer
                 answer = Answer("retry", None, f"connection failed ({type(exc).__name__}: {exc})")
             if answer.kind != "retry":
                 return answer, attempt
@@ -292,7 +310,7 @@ def check_credential(mapping_file: MappingFile, client: httpx.Client | None = No
     headers = {k: render(v, settings) for k, v in {**dest.auth_headers, **check.request.headers}.items()}
     url = render(check.request.url, settings)
     owned = client is None
-    client = client or httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0))
+    client = client or httpx.Client(timeout=httpx.Timeout(10.0, connect=CONNECT_TIMEOUT))
     try:
         response = client.request(check.request.method, url, json=check.request.json, headers=headers)
     except httpx.HTTPError as exc:

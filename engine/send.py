@@ -62,7 +62,12 @@ class Progress:
 
 
 class Delivery:
-    """Batches payloads per subscription and hands full batches to the sender (or prints them on a dry run)."""
+    """Batches payloads per subscription and hands full batches to the sender (or prints them on a dry run).
+
+    Clock-dependent checks (a timestamp window) run as a batch leaves, against the
+    clock of that moment: a payload may wait in an open batch for as long as its
+    input takes to fill it, and must be judged when it is sent, not when it was read.
+    """
 
     def __init__(
         self,
@@ -85,9 +90,8 @@ class Delivery:
         self._batches: dict[str, list[Outgoing]] = {s.name: [] for s in subs}
         self._subs = {s.name: s for s in subs}
         self._presend = {s.name: compile_presend(s.action) for s in subs}
-        self._checks = {name: p.at(now()) if p else None for name, p in self._presend.items()}
 
-    def _dead(self, letter: DeadLetter, invalid: bool) -> None:
+    def _dead(self, letter: DeadLetter, invalid: bool = False) -> None:
         if invalid:
             self.summary.invalid += 1
         else:
@@ -108,39 +112,44 @@ class Delivery:
             if outcome.status != "ok":
                 self._dead(DeadLetter(name, item.index, item.value, outcome.payload, "; ".join(outcome.errors)), invalid=True)
                 continue
-            payload = outcome.payload or {}
-            check = self._checks[name]
-            reason = check(payload) if check else None
-            if reason:
-                self._dead(DeadLetter(name, item.index, item.value, payload, reason), invalid=False)
-                continue
             batch = self._batches[name]
-            batch.append(Outgoing(item.index, item.value, payload))
+            batch.append(Outgoing(item.index, item.value, outcome.payload or {}))
             if len(batch) >= self._subs[name].batch_size:
                 self._flush(self._subs[name])
         if self.progress:
             self.progress.show(self.summary)
 
+    def _sendable(self, sub: Subscription, items: list[Outgoing]) -> list[Outgoing]:
+        """The items that pass the pre-send checks now; the others are dead-lettered with the reason."""
+        presend = self._presend[sub.name]
+        if presend is None:
+            return items
+        check = presend.at(self.now())
+        kept = []
+        for item in items:
+            reason = check(item.payload)
+            if reason:
+                self._dead(DeadLetter(sub.name, item.index, item.event, item.payload, reason))
+            else:
+                kept.append(item)
+        return kept
+
     def _flush(self, sub: Subscription) -> None:
         items, self._batches[sub.name] = self._batches[sub.name], []
+        items = self._sendable(sub, items)
         if not items:
             return
-        presend = self._presend[sub.name]
-        if presend:
-            self._checks[sub.name] = presend.at(self.now())
         if self.dry_run is not None:
             for request in self.sender.requests_for(sub, items):
                 self.dry_run.write(orjson.dumps(request) + b"\n")
                 self.summary.requests += 1
             return
-        before = self.sender.requests
+        requests, delivered = self.sender.requests, self.sender.delivered
         try:
-            delivered, dead = self.sender.deliver(sub, items)
-        finally:
-            self.summary.requests += self.sender.requests - before
-        self.summary.delivered += delivered
-        for letter in dead:
-            self._dead(letter, invalid=False)
+            self.sender.deliver(sub, items, self._dead)
+        finally:  # also when delivery stops on a refused credential: what was done is counted
+            self.summary.requests += self.sender.requests - requests
+            self.summary.delivered += self.sender.delivered - delivered
 
     def finish(self) -> Summary:
         """Send what is left in every batch."""

@@ -1,0 +1,581 @@
+"""Delivery to Metronome (issue 4), proven against the emulator over real sockets.
+
+The big runs go through ``actionmap send`` in this process; the timing tests drive
+the :class:`Sender` directly, with a small retry policy, so that backoff can be
+measured in tenths of a second. Every command-line run and every dead-letter file
+is searched for the API token: it must appear nowhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+import random
+import re
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from destinations.metronome.emulator import FAULT_KINDS, Faults, MetronomeEmulator
+from engine.cli import main
+from engine.deadletters import DeadLetterFile
+from engine.delivery import Outgoing, RetryPolicy, Sender, Unauthorized, classify
+from engine.events import Event
+from engine.mappingfile import MappingFile, load_mapping_file
+from engine.pipeline import Pipeline
+from engine.send import Delivery
+from tests.conftest import REPO
+
+TOKEN = "mtr-delivery-test-token-5f0c9e21ab7d"
+MAPPING = REPO / "mappings" / "metronome.yaml"
+BATCH = 100
+CLIENT_TIMEOUT = 0.5  # seconds; the "slow" fault answers just after it
+
+
+# -- events and the payloads they must become ---------------------------------------
+
+
+def utc_ms(instant: datetime) -> str:
+    """Metronome's timestamp as actionmap sends it: UTC, milliseconds (truncated), Z."""
+    utc = instant.astimezone(timezone.utc)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def track_events(count: int, seed: int = 0, prefix: str = "m") -> list[dict[str, Any]]:
+    """Track events timestamped within the last day, in assorted offsets."""
+    rng = random.Random(seed)
+    now = datetime.now(timezone.utc)
+    zones = [timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+    return [
+        {
+            "type": "track",
+            "messageId": f"{prefix}-{i}",
+            "userId": f"user-{rng.randrange(50)}",
+            "event": rng.choice(["api_call", "tokens_used", "page_render"]),
+            "timestamp": (now - timedelta(seconds=rng.uniform(120, 86_000))).astimezone(rng.choice(zones)).isoformat(),
+            "properties": {"n": str(i), "region": rng.choice(["eu", "us"])},
+        }
+        for i in range(count)
+    ]
+
+
+def payload(event: dict[str, Any]) -> dict[str, Any]:
+    """What the default mapping makes of one of these events (a plain reference, not the engine)."""
+    return {
+        "transaction_id": event["messageId"],
+        "customer_id": event["userId"],
+        "timestamp": utc_ms(datetime.fromisoformat(event["timestamp"])),
+        "event_type": event["event"],
+        "properties": event["properties"],
+    }
+
+
+def write_ndjson(path: Path, events: list[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    return path
+
+
+def ingest_requests(emulator: MetronomeEmulator) -> list[Any]:
+    """The bodies of every ingest request the emulator received (None for a connection reset before reading)."""
+    return [r.body for r in emulator.requests if r.path == "/v1/ingest"]
+
+
+def seen_ids(emulator: MetronomeEmulator) -> set[str]:
+    return {e["transaction_id"] for body in ingest_requests(emulator) if body for e in body}
+
+
+# -- fixtures ------------------------------------------------------------------------
+
+
+Start = Callable[..., MetronomeEmulator]
+
+
+@pytest.fixture
+def start() -> Iterator[Start]:
+    """Start emulators that accept TOKEN (unless told otherwise) and stop them afterwards."""
+    started: list[MetronomeEmulator] = []
+
+    def make(**options: Any) -> MetronomeEmulator:
+        options.setdefault("tokens", {TOKEN})
+        emulator = MetronomeEmulator(**options)
+        emulator.start()
+        started.append(emulator)
+        return emulator
+
+    yield make
+    for emulator in started:
+        emulator.stop()
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def summary(self) -> dict[str, int]:
+        return orjson.loads(self.out.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def actionmap(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
+    """``actionmap ARGS`` in this process with TOKEN in the environment; its output must never hold TOKEN."""
+    monkeypatch.setenv("METRONOME_API_TOKEN", TOKEN)
+
+    def run(*args: str | Path) -> Run:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        assert TOKEN not in captured.out and TOKEN not in captured.err, "the API token leaked into the output"
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+DEAD = "dead.ndjson"
+
+
+@pytest.fixture
+def send(actionmap: Callable[..., Run], tmp_path: Path) -> Callable[..., Run]:
+    """``actionmap send`` of ``events`` to an emulator, dead letters to ``tmp_path / DEAD``."""
+
+    def run(emulator: MetronomeEmulator, events: list[dict[str, Any]], *options: str) -> Run:
+        path = write_ndjson(tmp_path / "events.ndjson", events)
+        return actionmap("send", "-m", MAPPING, path, "--set", f"base_url={emulator.base_url}",
+                         "--dead-letter", tmp_path / DEAD, *options)
+
+    return run
+
+
+def dead_letters(path: Path) -> list[dict[str, Any]]:
+    """The records of a dead-letter file (none when it was never written); the file must never hold TOKEN."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    assert TOKEN not in text, "the API token leaked into a dead-letter file"
+    return [orjson.loads(line) for line in text.splitlines()]
+
+
+def mapping_for(emulator: MetronomeEmulator, path: Path = MAPPING) -> MappingFile:
+    return load_mapping_file(path, env={"METRONOME_API_TOKEN": TOKEN}, overrides={"base_url": emulator.base_url})
+
+
+# -- 1. the plain case -----------------------------------------------------------------
+
+
+def test_ten_thousand_events_are_stored_exactly_once_in_full_batches(
+    start: Start, send: Callable[..., Run], tmp_path: Path
+) -> None:
+    events = track_events(10_000, seed=1)
+    emulator = start()
+    dead = tmp_path / DEAD
+    run = send(emulator, events)
+    assert run.code == 0, run.err
+    assert emulator.stored == {e["messageId"]: payload(e) for e in events}
+    assert list(emulator.stored) == [e["messageId"] for e in events], "one sequential sender keeps the input order"
+    assert emulator.duplicates == 0
+    assert emulator.max_events_in_a_request <= BATCH
+    assert len(emulator.requests) == math.ceil(len(events) / BATCH)
+    assert run.summary == {"events": 10_000, "delivered": 10_000, "filtered": 0, "invalid": 0, "dead_lettered": 0,
+                           "requests": len(emulator.requests)}
+    assert dead_letters(dead) == []
+
+
+# -- 2. faults of every kind -------------------------------------------------------------
+
+
+def test_ten_thousand_events_survive_twenty_percent_faults_of_every_kind(
+    start: Start, send: Callable[..., Run], tmp_path: Path
+) -> None:
+    events = track_events(10_000, seed=2)
+    every_kind_once = [entry for kind in FAULT_KINDS for entry in (kind, None, None, None, None)]
+    faults = Faults(every_kind_once, rate=0.2, kinds=FAULT_KINDS, seed=20261126,
+                    slow_delay=CLIENT_TIMEOUT + 0.3, retry_after_ms=200)
+    emulator = start(faults=faults)
+    dead = tmp_path / DEAD
+    run = send(emulator, events, "--timeout", str(CLIENT_TIMEOUT))
+    assert run.code == 0, run.err
+    assert set(emulator.summary()["faults"]) == set(FAULT_KINDS), "every kind of fault was met"
+    assert emulator.stored == {e["messageId"]: payload(e) for e in events}, "every event stored once, first payload wins"
+    assert emulator.max_events_in_a_request <= BATCH
+    assert dead_letters(dead) == []
+    summary = run.summary
+    assert (summary["delivered"], summary["dead_lettered"], summary["invalid"]) == (10_000, 0, 0)
+    assert summary["requests"] == len(emulator.requests) > math.ceil(len(events) / BATCH)
+
+
+# -- 3. events only the server rejects ---------------------------------------------------
+
+
+LIMIT = 64  # bytes the emulator accepts per property value
+
+
+def poison(events: list[dict[str, Any]], seed: int) -> set[str]:
+    """Give one event in each hundred a property over LIMIT; their transaction ids."""
+    rng = random.Random(seed)
+    bad = set()
+    for block in range(0, len(events), BATCH):
+        event = events[block + rng.randrange(BATCH)]
+        event["properties"] = {**event["properties"], "blob": "x" * (LIMIT * 2)}
+        bad.add(event["messageId"])
+    return bad
+
+
+def test_events_the_server_rejects_are_isolated_by_bisection(
+    start: Start, send: Callable[..., Run], tmp_path: Path
+) -> None:
+    events = track_events(3_000, seed=3)
+    bad = poison(events, seed=3)
+    emulator = start(property_value_limit=LIMIT)
+    dead = tmp_path / DEAD
+    run = send(emulator, events)
+    assert run.code == 2, run.err
+    records = dead_letters(dead)
+    assert {r["payload"]["transaction_id"] for r in records} == bad and len(records) == len(bad)
+    by_id = {e["messageId"]: e for e in events}
+    for record in records:
+        tid = record["payload"]["transaction_id"]
+        assert record["event"] == by_id[tid] and record["payload"] == payload(by_id[tid])
+        assert record["status"] == 400 and record["attempts"] == 1 and record["subscription"] == "Usage events"
+        assert record["reason"].startswith("rejected by the server: [#/0/properties/blob: ")
+        assert f'transaction_id "{tid}"' in record["reason"] and f"at most {LIMIT} bytes" in record["reason"]
+    assert emulator.stored == {e["messageId"]: payload(e) for e in events if e["messageId"] not in bad}
+    assert run.summary | {"requests": 0} == {"events": 3_000, "delivered": 3_000 - len(bad), "filtered": 0,
+                                             "invalid": 0, "dead_lettered": len(bad), "requests": 0}
+
+    index = {e["messageId"]: i for i, e in enumerate(events)}
+    per_batch: Counter[int] = Counter()
+    for body in ingest_requests(emulator):
+        (batch, *others) = {index[e["transaction_id"]] // BATCH for e in body}
+        assert not others, "a request never mixes two batches"
+        per_batch[batch] += 1
+    bound = 1 + 2 * math.ceil(math.log2(BATCH))
+    assert len(per_batch) == len(events) // BATCH
+    assert all(1 < count <= bound for count in per_batch.values()), (bound, per_batch)
+    assert run.summary["requests"] == sum(per_batch.values()) == len(emulator.requests)
+
+
+# -- 4. events refused before sending ----------------------------------------------------
+
+
+def test_events_outside_the_window_or_with_a_long_id_are_dead_lettered_locally(
+    start: Start, send: Callable[..., Run], tmp_path: Path
+) -> None:
+    now = datetime.now(timezone.utc)
+    good = track_events(150, seed=4)
+
+    def at(tid: str, when: datetime) -> dict[str, Any]:
+        return {**good[0], "messageId": tid, "timestamp": when.isoformat()}
+
+    refused = {
+        "too-old": at("too-old", now - timedelta(days=35)),
+        "old-within-margin": at("old-within-margin", now - timedelta(days=34) + timedelta(minutes=20)),
+        "too-far-ahead": at("too-far-ahead", now + timedelta(hours=30)),
+        "ahead-within-margin": at("ahead-within-margin", now + timedelta(hours=24) - timedelta(minutes=1)),
+    }
+    long_id = {**good[1], "messageId": "t" * 200}
+    edges = [at("old-but-fine", now - timedelta(days=33)), at("ahead-but-fine", now + timedelta(hours=23))]
+    events = good[:70] + list(refused.values()) + [long_id] + edges + good[70:]
+    emulator = start()
+    dead = tmp_path / DEAD
+    run = send(emulator, events)
+    assert run.code == 2, run.err
+    assert run.summary == {"events": len(events), "delivered": len(good) + 2, "filtered": 0, "invalid": 1,
+                           "dead_lettered": len(refused), "requests": 2}
+    sent = seen_ids(emulator)
+    assert not sent & (set(refused) | {long_id["messageId"]}), "a refused event never reached the server"
+    assert set(emulator.stored) == sent == {e["messageId"] for e in good + edges}
+
+    records = {r["event"]["messageId"]: r for r in dead_letters(dead)}
+    assert set(records) == set(refused) | {long_id["messageId"]}
+    for tid, event in refused.items():
+        record = records[tid]
+        assert (record["status"], record["attempts"], record["payload"]) == (None, 0, payload(event))
+        side, limit = ("older than", now - timedelta(days=34) + timedelta(hours=1)) if "old" in tid else (
+            "later than", now + timedelta(hours=24) - timedelta(minutes=5))
+        reason = record["reason"]
+        assert reason.startswith(f"timestamp {payload(event)['timestamp']} is {side} the destination accepts")
+        assert "34d back to 24h ahead, with a safety margin" in reason
+        quoted = re.search(r"margin: (\S+) at the time of sending", reason)
+        assert quoted and abs(datetime.fromisoformat(quoted.group(1)) - limit) < timedelta(seconds=30)
+    assert records["t" * 200]["reason"].startswith("transaction_id: 200 characters is over maxLength 128")
+
+
+# -- 5. credentials ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_refused_token_stops_delivery_and_keeps_the_events(
+    start: Start, send: Callable[..., Run], actionmap: Callable[..., Run], tmp_path: Path
+) -> None:
+    emulator = start(tokens={"a-different-token-0000"})
+    dead = tmp_path / DEAD
+    run = send(emulator, track_events(250, seed=5))
+    assert run.code == 1
+    assert "Metronome (Actions) refused the credential (403" in run.err
+    assert "were kept, not dead-lettered" in run.err
+    assert run.summary == {"events": 100, "delivered": 0, "filtered": 0, "invalid": 0, "dead_lettered": 0, "requests": 1}
+    assert len(emulator.requests) == 1, "nothing more is sent after the refusal"
+    assert emulator.stored == {} and dead_letters(dead) == []
+
+    check = actionmap("check", "-m", MAPPING, "--set", f"base_url={emulator.base_url}")
+    assert check.code == 1 and "credential refused (403 from" in check.out
+
+
+def test_check_tells_valid_from_refused_from_unreachable(start: Start, actionmap: Callable[..., Run]) -> None:
+    emulator = start()
+    valid = actionmap("check", "-m", MAPPING, "--set", f"base_url={emulator.base_url}")
+    assert valid.code == 0 and "credential valid (400 from" in valid.out
+    assert [(r.events, r.status) for r in emulator.requests] == [(0, 400)], "the check is an empty batch"
+    unreachable = actionmap("check", "-m", MAPPING, "--set", f"base_url=http://127.0.0.1:{free_port()}")
+    assert unreachable.code == 2 and "credential unreachable" in unreachable.out and "ConnectError" in unreachable.out
+
+
+def test_a_credential_refused_in_the_middle_of_a_bisection_keeps_what_was_decided(
+    start: Start, tmp_path: Path
+) -> None:
+    """The first half of a rejected batch is settled (one stored, one dead-lettered) before the token is revoked."""
+    emulator = start(property_value_limit=LIMIT)
+    events = track_events(4, seed=6)
+    events[0]["properties"] = {"blob": "x" * (LIMIT * 2)}
+    responses = []
+
+    def revoke_after_four(response: httpx.Response) -> None:
+        responses.append(response.status_code)
+        if len(responses) == 4:
+            emulator.tokens = frozenset({"rotated-token-0000"})
+
+    mapping = mapping_for(emulator)
+    client = httpx.Client(timeout=5, event_hooks={"response": [revoke_after_four]})
+    sender = Sender(mapping, client=client)
+    path = tmp_path / "dead.ndjson"
+    with DeadLetterFile(path, mapping.settings) as dead:
+        delivery = Delivery(Pipeline(mapping), sender, dead)
+        with pytest.raises(Unauthorized, match="refused the credential") as refusal:
+            delivery.run(Event(i, i + 1, e) for i, e in enumerate(events))
+    sender.close()
+    assert responses == [400, 400, 400, 200, 403]
+    assert list(emulator.stored) == [events[1]["messageId"]]
+    assert [r["event"]["messageId"] for r in dead_letters(path)] == [events[0]["messageId"]]
+    summary = delivery.summary
+    assert (summary.delivered, summary.dead_lettered, summary.requests) == (1, 1, 5)
+    assert TOKEN not in str(refusal.value)
+
+
+def test_the_window_is_judged_when_the_batch_leaves_not_when_the_event_was_read(start: Start, tmp_path: Path) -> None:
+    """An event read inside the window (margin included) but sent an hour later, past its edge, is not sent."""
+    moment = [datetime.now(timezone.utc)]
+    emulator = start()
+    fresh, edge = track_events(2, seed=13)
+    edge["timestamp"] = (moment[0] - timedelta(days=34, minutes=-90)).isoformat()
+    mapping = mapping_for(emulator)
+    sender = Sender(mapping)
+    with DeadLetterFile(tmp_path / "dead.ndjson", mapping.settings) as dead:
+        delivery = Delivery(Pipeline(mapping), sender, dead, now=lambda: moment[0])
+        delivery.add(Event(0, 1, fresh))
+        delivery.add(Event(1, 2, edge))
+        moment[0] += timedelta(hours=1)  # the batch waited for more input
+        summary = delivery.finish()
+    sender.close()
+    assert (summary.delivered, summary.dead_lettered) == (1, 1)
+    assert seen_ids(emulator) == {fresh["messageId"]}
+    (record,) = dead_letters(tmp_path / "dead.ndjson")
+    assert record["event"] == edge and " is older than the destination accepts " in record["reason"]
+
+
+# -- 6. secrets and --dry-run ------------------------------------------------------------
+
+
+def test_dry_run_prints_the_exact_requests_with_the_token_masked(
+    start: Start, send: Callable[..., Run], tmp_path: Path
+) -> None:
+    events = track_events(230, seed=7)
+    events[5] = {**events[5], "timestamp": "2020-01-01T00:00:00Z"}  # dead-lettered before sending, dry or not
+    emulator = start()
+    dry = send(emulator, events, "--dry-run")
+    assert dry.code == 2
+    assert emulator.requests == [], "a dry run sends nothing"
+    *lines, summary = dry.out.strip().splitlines()
+    printed = [orjson.loads(line) for line in lines]
+    assert all(r["method"] == "POST" and r["url"] == f"{emulator.base_url}/v1/ingest" for r in printed)
+    assert all(r["headers"]["Authorization"] == "Bearer ********" for r in printed)
+    assert orjson.loads(summary)["requests"] == len(printed) == 3
+
+    wet = send(emulator, events)
+    assert wet.code == 2
+    assert [r["body"] for r in printed] == ingest_requests(emulator), "the dry run printed exactly what is sent"
+    assert {k: v for k, v in orjson.loads(summary).items() if k != "delivered"} == {
+        k: v for k, v in wet.summary.items() if k != "delivered"}
+    assert [r["event"] for r in dead_letters(tmp_path / DEAD)] == [events[5]] * 2, "once per run"
+
+
+# -- 7. replay ------------------------------------------------------------------------------
+
+
+CORRECTED = """\
+destination: metronome
+settings:
+  api_token: ${METRONOME_API_TOKEN}
+subscriptions:
+  - name: Usage events
+    action: send_event
+    mapping:
+      properties: {n: $.properties.n, region: $.properties.region}
+"""
+
+
+def test_replay_through_a_corrected_mapping_delivers_the_rejected_events(
+    start: Start, send: Callable[..., Run], actionmap: Callable[..., Run], tmp_path: Path
+) -> None:
+    events = track_events(300, seed=8)
+    bad = poison(events, seed=8)
+    emulator = start(property_value_limit=LIMIT)
+    url = f"base_url={emulator.base_url}"
+    dead = tmp_path / DEAD
+    assert send(emulator, events).code == 2
+    assert not bad & set(emulator.stored)
+
+    same = actionmap("replay", dead, "-m", MAPPING, "--set", url, "--dead-letter", tmp_path / "again.ndjson")
+    assert same.code == 2 and same.summary["dead_lettered"] == len(bad), "the uncorrected mapping is rejected again"
+    refused = actionmap("replay", dead, "-m", MAPPING, "--set", url, "--dead-letter", dead)
+    assert refused.code == 1 and "is the file being replayed" in refused.err
+
+    corrected = tmp_path / "corrected.yaml"
+    corrected.write_text(CORRECTED)
+    replay = actionmap("replay", dead, "-m", corrected, "--set", url, "--dead-letter", tmp_path / "still.ndjson")
+    assert replay.code == 0, replay.err
+    assert replay.summary | {"requests": 0} == {"events": len(bad), "delivered": len(bad), "filtered": 0,
+                                                "invalid": 0, "dead_lettered": 0, "requests": 0}
+    by_id = {e["messageId"]: e for e in events}
+    for tid in bad:
+        assert emulator.stored[tid] == {**payload(by_id[tid]), "properties": {
+            "n": by_id[tid]["properties"]["n"], "region": by_id[tid]["properties"]["region"]}}
+    assert len(emulator.stored) == len(events)
+
+
+# -- 8. retry timing -------------------------------------------------------------------------
+
+
+def deliver_one_batch(emulator: MetronomeEmulator, sender_options: dict[str, Any], size: int = 10) -> Sender:
+    mapping = mapping_for(emulator)
+    items = [Outgoing(i, e, payload(e)) for i, e in enumerate(track_events(size, seed=9))]
+    sender = Sender(mapping, **sender_options)
+    try:
+        sender.deliver(mapping.subscriptions[0], items, lambda letter: pytest.fail(f"dead-lettered: {letter.reason}"))
+    finally:
+        sender.close()
+    return sender
+
+
+def gaps(emulator: MetronomeEmulator) -> list[float]:
+    received = [r.received for r in emulator.requests]
+    return [later - earlier for earlier, later in zip(received, received[1:])]
+
+
+def test_retry_after_is_honoured(start: Start) -> None:
+    emulator = start(faults=Faults(["429_retry_after", "429_retry_after"], retry_after_ms=300))
+    sender = deliver_one_batch(emulator, {"policy": RetryPolicy(base=0.001, cap=0.001)})
+    assert [r.status for r in emulator.requests] == [429, 429, 200]
+    assert all(gap >= 0.3 for gap in gaps(emulator)), gaps(emulator)
+    assert (sender.requests, sender.retries, sender.delivered) == (3, 2, 10)
+
+
+class UpperBound(random.Random):
+    """Full jitter at its worst: every delay is the top of its range, so the schedule is visible."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_the_backoff_doubles_from_attempt_to_attempt(start: Start) -> None:
+    emulator = start(faults=["503", "500", "502", "504"])
+    policy = RetryPolicy(base=0.05, cap=0.3)
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    deliver_one_batch(emulator, {"policy": policy, "rng": UpperBound(), "sleep": sleep})
+    assert waits == [min(policy.cap, policy.base * 2**n) for n in range(4)] == [0.05, 0.1, 0.2, 0.3]
+    assert all(gap >= wait for gap, wait in zip(gaps(emulator), waits)), "each wait happened between two requests"
+
+
+@given(attempt=st.integers(1, 40), base=st.floats(0.001, 5.0), cap=st.floats(0.001, 60.0), seed=st.integers(0, 2**32))
+def test_full_jitter_stays_within_the_capped_exponential(attempt: int, base: float, cap: float, seed: int) -> None:
+    delay = RetryPolicy(base=base, cap=cap).delay(attempt, random.Random(seed))
+    assert 0.0 <= delay <= min(cap, base * 2 ** (attempt - 1))
+
+
+def test_retry_after_headers_are_read_in_every_form() -> None:
+    def after(**headers: str) -> float | None:
+        return classify(httpx.Response(429, headers=headers)).retry_after
+
+    soon = datetime.now(timezone.utc) + timedelta(seconds=90)
+    assert after(**{"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert after(**{"retry-after": "7"}) == 7.0
+    assert 80 < (after(**{"retry-after": soon.strftime("%a, %d %b %Y %H:%M:%S GMT")}) or 0) <= 90
+    assert 80 < (after(**{"retry-after": soon.strftime("%a, %d %b %Y %H:%M:%S -0000")}) or 0) <= 90
+    assert after(**{"retry-after": "soon, please"}) is None
+    assert after(**{"retry-after-ms": "x", "retry-after": "-3"}) == 0.0
+    assert after() is None
+
+
+def test_a_batch_retried_past_the_budget_is_dead_lettered(
+    start: Start, send: Callable[..., Run], tmp_path: Path
+) -> None:
+    emulator = start(faults=["503"] * 200)
+    dead = tmp_path / DEAD
+    events = track_events(10, seed=10)
+    run = send(emulator, events, "--retry-for", "0.6")
+    assert run.code == 2
+    attempts = len(emulator.requests)
+    received = [r.received for r in emulator.requests]
+    assert attempts >= 2 and received[-1] - received[0] <= 0.6 + 0.1  # the budget, and the last request's way there
+    records = dead_letters(dead)
+    assert [r["event"] for r in records] == events
+    for record in records:
+        assert record["reason"].startswith(f"retries exhausted after {attempts} attempts (retry budget 0.6 s)")
+        assert "last answer: 503" in record["reason"]
+        assert (record["status"], record["attempts"]) == (503, attempts)
+    assert emulator.stored == {}
+    assert run.summary["dead_lettered"] == 10 and run.summary["requests"] == attempts
+
+
+# -- 9. the official SDK reads back what actionmap delivered ---------------------------------
+
+
+def test_the_official_sdk_ingests_and_reads_back_through_the_emulator(start: Start, send: Callable[..., Run]) -> None:
+    from metronome import Metronome
+
+    emulator = start()
+    events = track_events(40, seed=11)
+    assert send(emulator, events).code == 0
+    own = [payload(e) | {"transaction_id": f"sdk-{e['messageId']}"} for e in track_events(3, seed=12)]
+    with Metronome(bearer_token=TOKEN, base_url=emulator.base_url, max_retries=0) as sdk:
+        sdk.v1.usage.ingest(usage=own)
+        sdk.v1.usage.ingest(usage=[payload(events[0])])  # a repeat: ignored, reported as a duplicate
+        found = sdk.v1.usage.search(transaction_ids=[e["messageId"] for e in events] + [p["transaction_id"] for p in own])
+
+    def as_sent(item: Any) -> dict[str, Any]:
+        return {"transaction_id": item.transaction_id, "customer_id": item.customer_id, "timestamp": utc_ms(item.timestamp),
+                "event_type": item.event_type, "properties": item.properties}
+
+    first = {item.transaction_id: as_sent(item) for item in found if not item.is_duplicate}
+    assert first == {p["transaction_id"]: p for p in [payload(e) for e in events] + own}
+    assert [item.transaction_id for item in found if item.is_duplicate] == [events[0]["messageId"]]
