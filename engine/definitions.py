@@ -56,6 +56,7 @@ class Request:
     body: str = "batch"
     json: Any = None
     headers_setting: str | None = None
+    body_field: str | None = None
     hook: Hook | None = None
 
 
@@ -113,6 +114,7 @@ def _request(data: dict[str, Any], hook: Hook | None = None) -> Request:
         body=data.get("body", "batch"),
         json=data.get("json"),
         headers_setting=data.get("headers_setting"),
+        body_field=data.get("body_field"),
         hook=hook,
     )
 
@@ -168,6 +170,8 @@ def load_action(path: Path, slug: str, settings: dict[str, Setting], hooks: Modu
     _check_templates(doc, settings, "/request", {"url": request.url, "method": request.method})
     if request.headers_setting:
         _setting_of_type(doc, settings, request.headers_setting, "object", "/request/headers_setting")
+    if request.body_field and request.body_field not in data["fields"]:
+        raise doc.place(ConfigError(f"body_field {request.body_field} is not one of the action's fields", "/request/body_field"))
     size_setting = data.get("batching", {}).get("size_setting")
     if size_setting:
         _setting_of_type(doc, settings, size_setting, "integer", "/batching/size_setting")

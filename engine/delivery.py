@@ -22,7 +22,7 @@ from typing import Any, Callable, Literal
 import httpx
 import orjson
 
-from engine.definitions import Request
+from engine.definitions import Hook
 from engine.errors import ActionmapError
 from engine.mapping import compile_mapping
 from engine.mappingfile import MappingFile, Settings, Subscription
@@ -179,12 +179,14 @@ def render(template: str, settings: Settings) -> str:
 
 @dataclass
 class _Target:
-    """A subscription's request with its URL and headers rendered once."""
+    """A subscription's request, rendered once: method, URL, headers, how payloads become a body."""
 
     method: str
     url: str
     headers: dict[str, str]
-    body: str
+    batched: bool
+    body_field: str | None
+    hook: Hook | None
 
 
 class Sender:
@@ -213,12 +215,17 @@ class Sender:
         self.retries = 0
         self.delivered = 0
         auth = {k: render(v, self.settings) for k, v in mapping_file.destination.auth_headers.items()}
-        self._targets = {sub.name: self._target(sub.action.request, auth) for sub in mapping_file.subscriptions}
+        self._targets = {sub.name: self._target(sub, auth) for sub in mapping_file.subscriptions}
 
-    def _target(self, request: Request, auth: dict[str, str]) -> _Target:
+    def _target(self, sub: Subscription, auth: dict[str, str]) -> _Target:
+        request = sub.action.request
         headers = {"content-type": "application/json", **auth}
         headers.update({k: render(v, self.settings) for k, v in request.headers.items()})
-        return _Target(request.method, render(request.url, self.settings), headers, request.body)
+        if request.headers_setting:
+            headers.update(self.settings.values.get(request.headers_setting) or {})
+        batched = request.body == "batch" or (request.body == "auto" and sub.batch_size > 1)
+        method = render(request.method, self.settings)
+        return _Target(method, render(request.url, self.settings), headers, batched, request.body_field, request.hook)
 
     def close(self) -> None:
         self.client.close()
@@ -226,17 +233,30 @@ class Sender:
     def requests_for(self, sub: Subscription, items: list[Outgoing]) -> list[dict[str, Any]]:
         """The exact requests a batch becomes, secrets masked: what ``--dry-run`` prints."""
         target = self._targets[sub.name]
-        masked = {k: self.settings.redact(v) for k, v in target.headers.items()}
-        return [
-            {"method": target.method, "url": self.settings.redact(target.url), "headers": masked, "body": orjson.loads(body)}
-            for body in self._bodies(target, items)
-        ]
+        requests = []
+        for group in self._groups(target, items):
+            body = self._body(target, group)
+            headers = {k: self.settings.redact(v) for k, v in self._headers(target, body).items()}
+            requests.append({"method": target.method, "url": self.settings.redact(target.url), "headers": headers, "body": orjson.loads(body)})
+        return requests
 
     @staticmethod
-    def _bodies(target: _Target, items: list[Outgoing]) -> list[bytes]:
-        if target.body == "batch":
-            return [orjson.dumps([item.payload for item in items])]
-        return [orjson.dumps(item.payload) for item in items]
+    def _groups(target: _Target, items: list[Outgoing]) -> list[list[Outgoing]]:
+        """The payloads of each request: all of them, or one per request."""
+        return [items] if target.batched else [[item] for item in items]
+
+    @staticmethod
+    def _body(target: _Target, items: list[Outgoing]) -> bytes:
+        field = target.body_field
+        payloads = [item.payload[field] for item in items] if field else [item.payload for item in items]
+        return orjson.dumps(payloads if target.batched else payloads[0])
+
+    def _headers(self, target: _Target, body: bytes) -> dict[str, str]:
+        """The request's headers, with whatever the plugin's hook adds for these exact body bytes."""
+        if target.hook is None:
+            return target.headers
+        extra = target.hook(method=target.method, url=target.url, headers=dict(target.headers), body=body, settings=self.settings.values)
+        return {**target.headers, **extra}
 
     def deliver(self, sub: Subscription, items: list[Outgoing], dead_letter: Callable[[DeadLetter], None]) -> None:
         """Send one batch: each payload is counted in ``delivered`` or handed to ``dead_letter`` as soon as its fate is known.
@@ -246,11 +266,8 @@ class Sender:
         nothing is lost or reported twice when delivery stops.
         """
         target = self._targets[sub.name]
-        if target.body == "batch":
-            self._bisect(sub, target, items, dead_letter)
-        else:
-            for item in items:
-                self._bisect(sub, target, [item], dead_letter)
+        for group in self._groups(target, items):
+            self._bisect(sub, target, group, dead_letter)
 
     def _bisect(self, sub: Subscription, target: _Target, items: list[Outgoing], dead_letter: Callable[[DeadLetter], None]) -> None:
         answer, attempts = self._post(target, items)
@@ -275,7 +292,8 @@ class Sender:
 
     def _post(self, target: _Target, items: list[Outgoing]) -> tuple[Answer, int]:
         """Send until a final answer or the retry budget is spent; the answer and the attempts made."""
-        (body,) = self._bodies(target, items) if target.body == "batch" else [orjson.dumps(items[0].payload)]
+        body = self._body(target, items)
+        headers = self._headers(target, body)
         started = self.clock()
         attempt = 0
         while True:
@@ -284,7 +302,7 @@ class Sender:
                 self.pace.take(len(items))
             self.requests += 1
             try:
-                answer = classify(self.client.request(target.method, target.url, content=body, headers=target.headers))
+                answer = classify(self.client.request(target.method, target.url, content=body, headers=headers))
             except httpx.TimeoutException as exc:
                 answer = Answer("retry", None, f"timed out ({type(exc).__name__})")
             except httpx.RequestError as exc:  # connection refused or reset, dropped without an answer, undecodable answer
