@@ -216,6 +216,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     return {"valid": EXIT_OK, "refused": EXIT_FAILED}.get(verdict, EXIT_SOME_BAD)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from engine.serve import ServeOptions, serve, write_keys
+
+    keys = write_keys(args.write_key)
+    mapping = load_mapping_file(args.mapping, overrides=_overrides(args.set))
+    options = ServeOptions(host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers, rate=args.rate,
+                           timeout=args.timeout, retry_for=args.retry_for)
+    return serve(mapping, keys, options)
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from engine.queue import Queue
+
+    queue = Queue(args.data_dir, exclusive=False)
+    try:
+        letters = list(queue.dead_letters())
+        if args.action == "list":
+            for letter in letters:
+                sys.stdout.buffer.write(orjson.dumps(letter) + b"\n")
+            return EXIT_OK
+        if args.mapping:  # requeue only what the (corrected) mapping now maps without an error
+            pipeline = Pipeline(load_mapping_file(args.mapping, require_env=False))
+            letters = [l for l in letters if all(o.status == "ok" for o in pipeline.run(l["event"]))]
+        events = queue.requeue([letter["id"] for letter in letters])
+        print(orjson.dumps({"dead_letters": len(letters), "events_queued": events}).decode())
+        return EXIT_OK
+    finally:
+        queue.close()
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     if args.slug != "metronome":
         print(f"actionmap: no emulator for {args.slug!r}; available: metronome", file=sys.stderr)
@@ -300,6 +330,22 @@ def _parser() -> argparse.ArgumentParser:
     p = command("new-destination", cmd_new_destination, "scaffold a plugin folder that validates and passes its test")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--dir", default=".", help="where to create the folder (default: here)")
+    p = command("serve", cmd_serve, "the durable service: a Segment-compatible HTTP intake, a local queue, delivery workers")
+    _mapping_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0 picks a free one)")
+    p.add_argument("--data-dir", default="actionmap-data", metavar="DIR", help="where the queue lives (default ./actionmap-data)")
+    p.add_argument("--write-key", action="append", default=[], metavar="KEY",
+                   help="a write key clients authenticate with (repeatable; or ACTIONMAP_WRITE_KEYS=K1,K2)")
+    p.add_argument("--workers", type=int, default=2, help="delivery threads (default 2)")
+    p.add_argument("--rate", type=float, default=5000.0, metavar="EVENTS_PER_S", help="pace to the destination, all workers together (default 5000; 0 = unpaced)")
+    p.add_argument("--timeout", type=_positive, default=10.0, metavar="SECONDS", help="give up on one request's answer after this long and retry it (default 10)")
+    p.add_argument("--retry-for", type=_positive, default=86400.0, metavar="SECONDS",
+                   help="keep retrying an event the destination fails on for this long after it arrived, then dead-letter it (default 86400)")
+    p = command("dead-letters", cmd_dead_letters, "list the service's dead letters (NDJSON) or queue them again for delivery")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("--data-dir", default="actionmap-data", metavar="DIR", help="the service's data dir (default ./actionmap-data)")
+    p.add_argument("-m", "--mapping", metavar="MAPPING", help="replay: queue only the dead letters this mapping now maps without an error")
     p = command("demo", cmd_demo, "the main job end to end: emulator, example events, delivery, summary")
     p.add_argument("events", nargs="?", metavar="EVENTS", help="default: the packaged examples/track.ndjson")
     p.add_argument("-m", "--mapping", metavar="MAPPING", help="default: the packaged mappings/metronome.yaml")
@@ -318,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as error:  # a missing input file, an unwritable dead-letter file: say which, no traceback
+        print(f"actionmap: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

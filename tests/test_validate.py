@@ -91,3 +91,8 @@ def test_loopback_http_is_allowed(cli, tmp_path: Path) -> None:
         path.write_text(DEFAULT.replace(BASE_URL_LINE, BASE_URL_LINE + f"  base_url: http://{host}\n"), encoding="utf-8")
         run = cli("validate", str(path))
         assert run.code == 0, (host, run.err)
+
+
+def test_a_missing_events_file_is_one_line_not_a_traceback(cli, tmp_path: Path) -> None:
+    run = cli("preview", "-m", str(REPO / "mappings" / "metronome.yaml"), str(tmp_path / "absent.ndjson"))
+    assert run.code == 1 and run.err.strip() == f"actionmap: No such file or directory: {tmp_path / 'absent.ndjson'}"
