@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +33,21 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
         return Run(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def emulators() -> Iterator[Callable[..., Any]]:
+    """Start Metronome emulators on free loopback ports (``MetronomeEmulator`` options) and stop them all afterwards."""
+    from destinations.metronome.emulator import MetronomeEmulator
+
+    started: list[MetronomeEmulator] = []
+
+    def make(**options: Any) -> MetronomeEmulator:
+        emulator = MetronomeEmulator(**options)
+        emulator.start()
+        started.append(emulator)
+        return emulator
+
+    yield make
+    for emulator in started:
+        emulator.stop()

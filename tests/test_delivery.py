@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import httpx
 import orjson
@@ -100,20 +100,14 @@ Start = Callable[..., MetronomeEmulator]
 
 
 @pytest.fixture
-def start() -> Iterator[Start]:
-    """Start emulators that accept TOKEN (unless told otherwise) and stop them afterwards."""
-    started: list[MetronomeEmulator] = []
+def start(emulators: Start) -> Start:
+    """Start emulators that accept TOKEN (unless told otherwise); they stop after the test."""
 
     def make(**options: Any) -> MetronomeEmulator:
         options.setdefault("tokens", {TOKEN})
-        emulator = MetronomeEmulator(**options)
-        emulator.start()
-        started.append(emulator)
-        return emulator
+        return emulators(**options)
 
-    yield make
-    for emulator in started:
-        emulator.stop()
+    return make
 
 
 @dataclass

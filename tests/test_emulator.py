@@ -38,21 +38,15 @@ Start = Callable[..., MetronomeEmulator]
 
 
 @pytest.fixture
-def start() -> Iterator[Start]:
-    """Start emulators (clock fixed at NOW unless given) and stop them all afterwards."""
-    started: list[MetronomeEmulator] = []
+def start(emulators: Start) -> Start:
+    """Start emulators (clock fixed at NOW unless given); they stop after the test."""
 
     def make(**options: Any) -> MetronomeEmulator:
         options.setdefault("tokens", {TOKEN})
         options.setdefault("clock", lambda: NOW)
-        emulator = MetronomeEmulator(**options)
-        emulator.start()
-        started.append(emulator)
-        return emulator
+        return emulators(**options)
 
-    yield make
-    for emulator in started:
-        emulator.stop()
+    return make
 
 
 @pytest.fixture(scope="module")
