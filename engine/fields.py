@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, MappingFailure
 from engine.missing import MISSING
 from engine.yamlsource import join_pointer
 
@@ -648,10 +648,23 @@ def _absent_problems(name: str, source: str | None, known: bool, drops_null: boo
     return FieldProblem(name, "required", missing), dropped
 
 
+Evaluate = Callable[[Any], Any]
+Build = Callable[[Any], "tuple[dict[str, Any], list[FieldProblem]]"]
+
+
+def _unmapped(source: Any) -> Any:
+    return MISSING
+
+
+def _key(name: str) -> Evaluate:
+    """Read one field of an already built payload."""
+    return lambda payload: payload.get(name, MISSING)
+
+
 class FieldSet:
     """An action's fields, compiled: checks and coerces one payload per call."""
 
-    __slots__ = ("_plan", "_docs")
+    __slots__ = ("_plan", "_docs", "_check")
 
     def __init__(
         self,
@@ -660,29 +673,49 @@ class FieldSet:
     ) -> None:
         self._plan = tuple(plan)
         self._docs = docs
+        self._check = self.builder({name: _key(name) for name, *_ in plan}, {})
 
     def check(self, payload: dict[str, Any]) -> tuple[dict[str, Any], list[FieldProblem]]:
         """The payload to send (a new dict, in declaration order) and its problems (empty when valid)."""
-        out: dict[str, Any] = {}
-        problems: list[FieldProblem] = []
-        get = payload.get
-        for name, run, missing, dropped in self._plan:
-            value = get(name, MISSING)
-            if value is MISSING:
-                if missing is not None:
-                    problems.append(missing)
-                continue
-            try:
-                checked = run(value)
-            except _Invalid as invalid:
-                problems.append(invalid.problem(name))
-                out[name] = value
-                continue
-            if checked is not MISSING:
-                out[name] = checked
-            elif dropped is not None:
-                problems.append(dropped)
-        return out, problems
+        return self._check(payload)
+
+    def builder(self, evaluators: Mapping[str, Evaluate], sources: Mapping[str, str]) -> Build:
+        """One pass per event that maps each field (``evaluators``) and checks it at once.
+
+        The per-event path: no intermediate payload is built and read back. A mapping
+        that fails for the event (MappingFailure) is that field's one problem.
+        """
+        plan = tuple(
+            (name, evaluators.get(name, _unmapped), run, missing, dropped, sources.get(name, ""))
+            for name, run, missing, dropped in self._plan
+        )
+
+        def build(source: Any) -> tuple[dict[str, Any], list[FieldProblem]]:
+            out: dict[str, Any] = {}
+            problems: list[FieldProblem] = []
+            for name, evaluate, run, missing, dropped, mapping in plan:
+                try:
+                    value = evaluate(source)
+                except MappingFailure as failure:
+                    problems.append(FieldProblem(name, "mapping", f"{name}: {failure} (mapping {mapping})"))
+                    continue
+                if value is MISSING:
+                    if missing is not None:
+                        problems.append(missing)
+                    continue
+                try:
+                    checked = run(value)
+                except _Invalid as invalid:
+                    problems.append(invalid.problem(name))
+                    out[name] = value
+                    continue
+                if checked is not MISSING:
+                    out[name] = checked
+                elif dropped is not None:
+                    problems.append(dropped)
+            return out, problems
+
+        return build
 
     def describe(self) -> list[dict[str, Any]]:
         """Per field, in order: name, label, type, required, description (for generated docs)."""

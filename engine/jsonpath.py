@@ -31,7 +31,26 @@ def walk(keys: tuple[Key, ...]) -> Getter:
 
     Same result as the RFC 9535 singular query built from those keys: a name only
     selects in an object, an index only in an array (negative counts from the end).
+    One or two names, the common case (``$.event``, ``$.context.groupId``), get a
+    getter of their own: the per-event path pays for no loop.
     """
+    if len(keys) == 1 and type(keys[0]) is str:
+        (name,) = keys
+
+        def get_one(doc: Any) -> Any:
+            return doc.get(name, MISSING) if type(doc) is dict else MISSING
+
+        return get_one
+    if len(keys) == 2 and type(keys[0]) is str and type(keys[1]) is str:
+        first, second = keys
+
+        def get_two(doc: Any) -> Any:
+            if type(doc) is not dict:
+                return MISSING
+            inner = doc.get(first, MISSING)
+            return inner.get(second, MISSING) if type(inner) is dict else MISSING
+
+        return get_two
 
     def get(doc: Any) -> Any:
         for key in keys:

@@ -73,6 +73,11 @@ class Node(ABC):
     def evaluate(self, doc: Any) -> Any:
         """The value for ``doc``, or MISSING; raises only MappingFailure."""
 
+    @property
+    def evaluator(self) -> Callable[[Any], Any]:
+        """The plain function the per-event path calls (``evaluate``, or what it would call)."""
+        return self.evaluate
+
     @abstractmethod
     def explain(self, doc: Any) -> tuple[Any, Note]:
         """The same value as ``evaluate`` and a JSON-able note of where it came from."""
@@ -92,6 +97,10 @@ class Leaf(Node):
 
     def evaluate(self, doc: Any) -> Any:
         return self._get(doc)
+
+    @property
+    def evaluator(self) -> Callable[[Any], Any]:
+        return self._get
 
     def explain(self, doc: Any) -> tuple[Any, Note]:
         value = self._get(doc)
@@ -148,6 +157,33 @@ class Combine(Node):
         values, notes = _explain_all((part, doc) for part in self._parts)
         parts: Any = dict(zip(self._labels, notes)) if self._labels else notes
         return self._join(values), {"from": self.source, "parts": parts}
+
+
+class Record(Combine):
+    """A plain object of mappings: one pass that skips missing values, no intermediate list."""
+
+    __slots__ = ("_build",)
+
+    def __init__(self, source: str, keys: tuple[str, ...], parts: list[Node]) -> None:
+        super().__init__(source, parts, lambda values: {k: v for k, v in zip(keys, values) if v is not MISSING}, keys)
+        pairs = tuple((key, part.evaluator) for key, part in zip(keys, parts))
+
+        def build(doc: Any) -> dict[str, Any]:
+            out = {}
+            for key, get in pairs:
+                value = get(doc)
+                if value is not MISSING:
+                    out[key] = value
+            return out
+
+        self._build = build
+
+    def evaluate(self, doc: Any) -> Any:
+        return self._build(doc)
+
+    @property
+    def evaluator(self) -> Callable[[Any], Any]:
+        return self._build
 
 
 class Coalesce(Node):
@@ -243,8 +279,8 @@ class ArrayPath(Node):
             items = [items]
         elif type(items) is not list:
             return items
-        shape = self._shape.evaluate
-        return [_list_item(shape(item)) for item in items]
+        shape = self._shape.evaluator
+        return [None if value is MISSING else value for value in map(shape, items)]
 
     def explain(self, doc: Any) -> tuple[Any, Note]:
         items, array_note = self._array.explain(doc)
@@ -317,11 +353,8 @@ def _object(value: dict[str, Any], pointer: str) -> Node:
     if len(constants) == len(parts):
         return Literal(dict(zip(keys, constants)))
 
-    def build(values: list[Any]) -> dict[str, Any]:
-        return {key: item for key, item in zip(keys, values) if item is not MISSING}
-
     source = "{" + ", ".join(f"{key}: {part.source}" for key, part in zip(keys, parts)) + "}"
-    return Combine(source, parts, build, keys)
+    return Record(source, keys, parts)
 
 
 def _list(parts: list[Node]) -> Node:
@@ -660,7 +693,14 @@ def _template(raw: Any, pointer: str) -> Node:
     frozen = tuple(parts)
 
     def render(doc: Any) -> str:
-        return "".join([part if type(part) is str else _rendered(part(doc)) for part in frozen])  # type: ignore[operator]
+        out = []
+        for part in frozen:
+            if type(part) is str:
+                out.append(part)
+            else:
+                value = part(doc)  # type: ignore[operator]
+                out.append(value if type(value) is str else _rendered(value))
+        return "".join(out)
 
     return Leaf(f"@template({json.dumps(text, ensure_ascii=False)})", render)
 

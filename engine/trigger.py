@@ -450,13 +450,23 @@ def _leaf(path: Path, test: Callable[[Any], bool]) -> Predicate:
     return lambda event: test(get(event))
 
 
+def _compare(path: Path, op: str, literal: Scalar) -> Predicate:
+    """A comparison; ``=``/``!=`` with a string needs no type test (only a str equals a str)."""
+    if type(literal) is str and op in ("=", "!="):
+        get = walk(path)
+        if op == "=":
+            return lambda event: get(event) == literal
+        return lambda event: get(event) != literal
+    return _leaf(path, _value_test(op, literal))
+
+
 def compile_tree(node: Node) -> Predicate:
     """The predicate of a parse tree: closures only, nothing is looked up per event."""
     match node:
         case Const(value):
             return lambda event: value
         case Compare(path, op, literal):
-            return _leaf(path, _value_test(op, literal))
+            return _compare(path, op, literal)
         case Call(function, path, argument):
             return _leaf(path, _function_test(function, argument))
         case Not(operand):
