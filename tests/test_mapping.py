@@ -524,3 +524,19 @@ def test_compiled_simple_paths_equal_the_rfc_evaluator(event: dict[str, Any], ke
     got = compile_mapping({"@path": query} if directive else query).evaluate(event)
     expected = [node.value for node in jsonpath_rfc9535.find(query, event)]
     assert json.dumps([] if got is MISSING else [got]) == json.dumps(expected)
+
+
+_JMESPATH_SUBSET = ["a", "a.b", "a.b.c", "a[*]", "a[*].b", "a[*].b.c", "a.b[*].c", "a[*].b[*].c", "a[*].b[*]", "@", "[*].a"]
+_DOCUMENTS_ON_A_B_C = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["", "x"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_JMESPATH_SUBSET), _DOCUMENTS_ON_A_B_C)
+def test_the_compiled_jmespath_subset_equals_the_library(expression: str, document: Any) -> None:
+    expected = jmespath.search(expression, document)
+    node = compile_mapping({"@jmespath": expression})
+    assert node.evaluate(document) == (MISSING if expected is None else expected)
