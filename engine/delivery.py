@@ -17,7 +17,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, NamedTuple
 
 import httpx
 import orjson
@@ -35,9 +35,8 @@ _MESSAGE_LIMIT = 500
 CONNECT_TIMEOUT = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One payload on its way, with what a dead letter must keep."""
+class Outgoing(NamedTuple):
+    """One payload on its way, with what a dead letter must keep (a tuple: made once per payload, cheaply)."""
 
     index: int
     event: Any

@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, NamedTuple
 
 import orjson
 
@@ -23,8 +23,9 @@ _MAX_EVENT = 1 << 22  # an array element this long that still does not parse is 
 _WHITESPACE = " \t\r\n"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """One event read, with its place in the input (a tuple: made once per event, cheaply)."""
+
     index: int
     line: int
     value: Any

@@ -218,7 +218,7 @@ def dotted(keys: list[str | int]) -> str:
     for position, key in enumerate(keys):
         if isinstance(key, int):
             parts.append(f"[{key}]")
-        elif PLAIN_NAME.fullmatch(key):
+        elif PLAIN_NAME.fullmatch(key) and not (position == 0 and key.startswith("$")):  # a leading $ means JSONPath
             parts.append(key if position == 0 else f".{key}")
         else:
             parts.append("['" + key.replace("\\", "\\\\").replace("'", "\\'") + "']")
