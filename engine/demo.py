@@ -18,13 +18,10 @@ from typing import Any
 import orjson
 
 from destinations.metronome.emulator import MetronomeEmulator
-from engine.deadletters import DeadLetterFile
-from engine.delivery import Sender
 from engine.events import Event, Item, open_input, read_events
 from engine.mappingfile import load_mapping_file
-from engine.pipeline import Pipeline
 from engine.resources import data_path
-from engine.send import Delivery, Summary
+from engine.send import Summary, send_events
 
 
 def _moved_to_today(items: list[Item], today: datetime) -> list[Item]:
@@ -49,12 +46,7 @@ def _moved_to_today(items: list[Item], today: datetime) -> list[Item]:
 
 def _send(mapping_path: Path, url: str, token: str, items: list[Item]) -> Summary:
     mapping = load_mapping_file(mapping_path, env={"METRONOME_API_TOKEN": token}, overrides={"base_url": url})
-    sender = Sender(mapping)
-    try:
-        with DeadLetterFile(None, mapping.settings) as dead:
-            return Delivery(Pipeline(mapping), sender, dead).run(iter(items))
-    finally:
-        sender.close()
+    return send_events(mapping, items)
 
 
 def say(text: str) -> None:

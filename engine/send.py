@@ -14,14 +14,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import IO, Callable, Iterable
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable
 
 import orjson
 
 from engine.deadletters import DeadLetterFile
 from engine.delivery import DeadLetter, Outgoing, Sender
 from engine.events import BadInput, Event
-from engine.mappingfile import Subscription
+from engine.mappingfile import MappingFile, Subscription
 from engine.pipeline import Pipeline
 from engine.presend import compile_presend
 
@@ -163,3 +164,26 @@ class Delivery:
         for item in items:
             self.add(item)
         return self.finish()
+
+
+def send_events(
+    mapping_file: MappingFile,
+    events: Iterable[Any],
+    *,
+    dead_letters: str | Path | None = None,
+    sender: Sender | None = None,
+) -> Summary:
+    """Library mode: map and deliver ``events`` (parsed JSON values, or :class:`Event` s) and return the summary.
+
+    Dead letters are appended to ``dead_letters`` when a path is given; a ``sender``
+    may be passed to choose its retry policy, pace or HTTP client (it is not closed).
+    """
+    own = sender is None
+    sender = sender or Sender(mapping_file)
+    items = (e if isinstance(e, (Event, BadInput)) else Event(i, i + 1, e) for i, e in enumerate(events))
+    try:
+        with DeadLetterFile(dead_letters, mapping_file.settings) as dead:
+            return Delivery(Pipeline(mapping_file), sender, dead).run(items)
+    finally:
+        if own:
+            sender.close()

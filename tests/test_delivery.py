@@ -573,3 +573,14 @@ def test_the_official_sdk_ingests_and_reads_back_through_the_emulator(start: Sta
     first = {item.transaction_id: as_sent(item) for item in found if not item.is_duplicate}
     assert first == {p["transaction_id"]: p for p in [payload(e) for e in events] + own}
     assert [item.transaction_id for item in found if item.is_duplicate] == [events[0]["messageId"]]
+
+
+def test_library_mode_sends_parsed_events_and_returns_the_summary(start: Start, tmp_path: Path) -> None:
+    import engine
+
+    emulator = start()
+    events = track_events(250, seed=21) + [{"type": "identify", "messageId": "i-1", "userId": "u"}, {"type": "track"}]
+    summary = engine.send_events(mapping_for(emulator), events, dead_letters=tmp_path / "dead.ndjson")
+    assert (summary.events, summary.delivered, summary.filtered, summary.invalid, summary.requests) == (252, 250, 1, 1, 3)
+    assert [emulator.stored[e["messageId"]] for e in events[:250]] == [payload(e) for e in events[:250]]
+    assert [r["event"] for r in dead_letters(tmp_path / "dead.ndjson")] == [{"type": "track"}]
