@@ -164,7 +164,7 @@ def _sender(args: argparse.Namespace, mapping: MappingFile) -> Sender:
     return Sender(mapping, pace=pace, timeout=timeout, policy=RetryPolicy(max_duration=args.retry_for))
 
 
-def _deliver(args: argparse.Namespace, items: Iterable[Item]) -> int:
+def _deliver(args: argparse.Namespace, items: Iterable[Item], linger: float | None = None) -> int:
     """The shared body of send and replay: map, batch, deliver, dead-letter, summarise."""
     mapping = load_mapping_file(args.mapping, overrides=_overrides(args.set))
     sender = _sender(args, mapping)
@@ -177,7 +177,7 @@ def _deliver(args: argparse.Namespace, items: Iterable[Item]) -> int:
                 progress=Progress(),
             )
             summary = delivery.summary
-            delivery.run(items)
+            delivery.run(items, linger)
     except Unauthorized as error:
         print(f"actionmap: {error}", file=sys.stderr)
         print(summary.line())
@@ -188,9 +188,13 @@ def _deliver(args: argparse.Namespace, items: Iterable[Item]) -> int:
     return EXIT_SOME_BAD if summary.invalid or summary.dead_lettered else EXIT_OK
 
 
+STDIN_LINGER = 1.0
+"""Seconds of quiet on stdin after which open batches are sent (a file is read to its end)."""
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     with open_input(args.events) as stream:
-        return _deliver(args, read_events(stream))
+        return _deliver(args, read_events(stream), STDIN_LINGER if args.events in (None, "-") else None)
 
 
 def _replayed(path: str) -> Iterator[Item]:

@@ -10,7 +10,9 @@ event that feeds no subscription counts once as filtered.
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -160,10 +162,44 @@ class Delivery:
             self.progress.show(self.summary, final=True)
         return self.summary
 
-    def run(self, items: Iterable[Event | BadInput]) -> Summary:
-        for item in items:
+    def run(self, items: Iterable[Event | BadInput], linger: float | None = None) -> Summary:
+        """Map and send every item; with ``linger``, open batches also leave once the input has been quiet that long.
+
+        Linger is for input that trickles in (a pipe, a tail): a reader thread hands
+        items over a bounded queue, so memory stays flat, and a pause in the input
+        sends what is waiting instead of holding it until a batch fills.
+        """
+        if linger is None:
+            for item in items:
+                self.add(item)
+            return self.finish()
+        handover: queue.Queue[Any] = queue.Queue(maxsize=1024)
+
+        def read() -> None:
+            try:
+                for item in items:
+                    handover.put(item)
+                handover.put(_END)
+            except BaseException as error:  # reading failed (bad gzip, I/O): raise it where it is awaited
+                handover.put(error)
+
+        threading.Thread(target=read, name="actionmap-reader", daemon=True).start()
+        while True:
+            try:
+                item = handover.get(timeout=linger)
+            except queue.Empty:
+                for sub in self._subs.values():
+                    self._flush(sub)
+                continue
+            if item is _END:
+                return self.finish()
+            if isinstance(item, BaseException):
+                raise item
             self.add(item)
-        return self.finish()
+
+
+_END = object()
+"""Marks the end of the input on the reader's queue."""
 
 
 def send_events(

@@ -9,15 +9,18 @@ is searched for the API token: it must appear nowhere.
 from __future__ import annotations
 
 import math
-from collections import Counter
+import os
 import random
 import re
 import socket
+import subprocess
+import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
 import orjson
@@ -584,3 +587,42 @@ def test_library_mode_sends_parsed_events_and_returns_the_summary(start: Start, 
     assert (summary.events, summary.delivered, summary.filtered, summary.invalid, summary.requests) == (252, 250, 1, 1, 3)
     assert [emulator.stored[e["messageId"]] for e in events[:250]] == [payload(e) for e in events[:250]]
     assert [r["event"] for r in dead_letters(tmp_path / "dead.ndjson")] == [{"type": "track"}]
+
+
+def test_open_batches_leave_after_a_linger_when_the_input_pauses(start: Start) -> None:
+    """Trickling input (a pipe) does not hold events until a batch fills: a quiet spell sends them."""
+    emulator = start()
+    events = track_events(5, seed=31)
+    stored_while_paused: list[int] = []
+
+    def trickle() -> Iterator[Event]:
+        for i, event in enumerate(events):
+            if i == 3:  # the input goes quiet for longer than the linger
+                time.sleep(0.8)
+                stored_while_paused.append(len(emulator.stored))
+            yield Event(i, i + 1, event)
+
+    mapping = mapping_for(emulator)
+    sender = Sender(mapping)
+    with DeadLetterFile(None, mapping.settings) as dead:
+        summary = Delivery(Pipeline(mapping), sender, dead).run(trickle(), linger=0.2)
+    sender.close()
+    assert stored_while_paused == [3]
+    assert (summary.delivered, summary.requests, len(emulator.stored)) == (5, 2, 5)
+
+
+def test_send_from_a_pipe_sends_what_waits_when_the_pipe_goes_quiet(start: Start) -> None:
+    emulator = start()
+    events = track_events(3, seed=41)
+    command = [sys.executable, "-m", "engine.cli", "send", "-m", str(MAPPING), "--set", f"base_url={emulator.base_url}"]
+    env = dict(os.environ, METRONOME_API_TOKEN=TOKEN)
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as process:
+        process.stdin.write(b"".join(orjson.dumps(e) + b"\n" for e in events))
+        process.stdin.flush()
+        deadline = time.monotonic() + 10
+        while len(emulator.stored) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stored_before_end = len(emulator.stored)
+        out, err = process.communicate(timeout=10)  # closes stdin: the end of the input
+    assert stored_before_end == 3, err
+    assert orjson.loads(out.splitlines()[-1])["delivered"] == 3 and process.returncode == 0
