@@ -6,7 +6,9 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
+from engine.definitions import Catalog
 from engine.errors import ConfigError
+from engine.mappingfile import load_mapping_document
 from engine.yamlsource import load_text
 
 
@@ -114,3 +116,45 @@ def _is_json(value: object) -> bool:
 def test_agrees_with_pyyaml_on_plain_documents() -> None:
     text = "name: x\ncount: 3\nratio: 0.5\nflags: [true, false, null]\nnested: {a: [1, {b: c}]}\n"
     assert load_text(text).data == yaml.safe_load(text)
+
+
+# The whole loader, not only the YAML reader: random mapping-file-shaped documents go
+# through the schema check, settings, triggers, mappings and field checks, and anything
+# wrong must come back as a located ConfigError, never another exception.
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "$", "$.a", "$..a", "$[", "track", 'type = "track"', "type = = x", "${UNSET_VAR_X}",
+                     "http://example.com", "http://127.0.0.1:1", "send_event", "metronome", "@path", "{{a}}"]),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["@path", "@template", "@coalesce", "@if", "exists", "then", "jmespath",
+                                       "customer_id", "timestamp", "x", "@literal", "@merge", "objects"]), inner, max_size=3),
+    max_leaves=8,
+)
+_subscription = st.fixed_dictionaries(
+    {"name": st.sampled_from(["a", "b"]), "action": st.sampled_from(["send_event", "nope"])},
+    optional={"trigger": _values, "mapping": st.dictionaries(st.sampled_from(["customer_id", "timestamp", "properties", "zzz"]), _values, max_size=3),
+              "batch_size": st.integers(-1, 200), "enabled": st.booleans(), "extra": _scalars},
+)
+_mapping_files = st.fixed_dictionaries(
+    {"destination": st.sampled_from(["metronome", "webhook", "nope"]),
+     "subscriptions": st.one_of(st.lists(_subscription, max_size=2), _scalars)},
+    optional={"settings": st.dictionaries(st.sampled_from(["api_token", "base_url", "url", "other"]), _scalars, max_size=3),
+              "tests": st.lists(st.fixed_dictionaries({"name": st.just("t"), "event": st.just({}), "expect": st.just([])}), max_size=1)},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_mapping_files)
+def test_any_mapping_shaped_document_loads_or_fails_with_a_located_config_error(data: dict) -> None:
+    text = yaml.safe_dump(data, sort_keys=False)
+    try:
+        load_mapping_document(load_text(text, "fuzz.yaml"), env={"METRONOME_API_TOKEN": "t"}, catalog=_CATALOG)
+    except ConfigError as error:
+        located = error.errors if hasattr(error, "errors") else [error]
+        assert all(e.location is not None and e.location.file == "fuzz.yaml" for e in located), str(error)
+
+
+_CATALOG = Catalog()
