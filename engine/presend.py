@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from engine.definitions import Action
-from engine.delivery import utc_text
+from engine.delivery import Outgoing, utc_text
 
 PAST_MARGIN = timedelta(hours=1)
 FUTURE_MARGIN = timedelta(minutes=5)
@@ -74,6 +74,19 @@ class PreSend:
             return None
 
         return check
+
+    def split(self, items: list[Outgoing], now: datetime) -> tuple[list[Outgoing], list[tuple[Outgoing, str]]]:
+        """The payloads that may leave now, and the others with the reason each may not."""
+        check = self.at(now)
+        kept: list[Outgoing] = []
+        refused: list[tuple[Outgoing, str]] = []
+        for item in items:
+            reason = check(item.payload)
+            if reason:
+                refused.append((item, reason))
+            else:
+                kept.append(item)
+        return kept, refused
 
 
 def compile_presend(action: Action) -> PreSend | None:

@@ -127,14 +127,9 @@ class Delivery:
         presend = self._presend[sub.name]
         if presend is None:
             return items
-        check = presend.at(self.now())
-        kept = []
-        for item in items:
-            reason = check(item.payload)
-            if reason:
-                self._dead(DeadLetter(sub.name, item.index, item.event, item.payload, reason))
-            else:
-                kept.append(item)
+        kept, refused = presend.split(items, self.now())
+        for item, reason in refused:
+            self._dead(DeadLetter(sub.name, item.index, item.event, item.payload, reason))
         return kept
 
     def _flush(self, sub: Subscription) -> None:

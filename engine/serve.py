@@ -201,15 +201,9 @@ class Worker(threading.Thread):
         """Send one batch of one subscription; False when delivery must stop (service stopping, credential refused)."""
         presend = self.presend[sub.name]
         if presend is not None:
-            check = presend.at(datetime.now(timezone.utc))
-            sendable = []
-            for item in items:
-                reason = check(item.payload)
-                if reason:
-                    letters.append(self._decide(rows[item.index], sub.name, item.payload, reason, None, "dead_lettered"))
-                else:
-                    sendable.append(item)
-            items = sendable
+            items, refused = presend.split(items, datetime.now(timezone.utc))
+            for item, reason in refused:
+                letters.append(self._decide(rows[item.index], sub.name, item.payload, reason, None, "dead_lettered"))
         if self.stop.is_set():
             return False
         if not items:
