@@ -230,6 +230,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(mapping, keys, options)
 
 
+def cmd_consume(args: argparse.Namespace) -> int:
+    from engine.consume import ConsumeOptions, consume, kafka_properties
+
+    if args.dead_letter and args.dead_letter_topic:
+        raise ConfigError("give --dead-letter FILE or --dead-letter-topic TOPIC, not both: each dead letter is kept in one place")
+    mapping = load_mapping_file(args.mapping, overrides=_overrides(args.set))
+    kafka = kafka_properties(args.kafka)
+    options = ConsumeOptions(brokers=args.brokers, topic=args.topic, group=args.group, dead_letter_topic=args.dead_letter_topic,
+                             dead_letter_file=args.dead_letter, rate=args.rate, timeout=args.timeout, retry_for=args.retry_for,
+                             linger=args.linger, session_timeout=args.session_timeout, kafka=kafka)
+    return consume(mapping, options)
+
+
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     from engine.queue import Queue
 
@@ -346,6 +359,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive, default=10.0, metavar="SECONDS", help="give up on one request's answer after this long and retry it (default 10)")
     p.add_argument("--retry-for", type=_positive, default=86400.0, metavar="SECONDS",
                    help="keep retrying an event the destination fails on for this long after it arrived, then dead-letter it (default 86400)")
+    p = command("consume", cmd_consume, "a worker in a Kafka consumer group: reads events, delivers, commits offsets only once delivered or dead-lettered")
+    _mapping_options(p)
+    p.add_argument("--brokers", required=True, metavar="HOST:PORT[,...]", help="the Kafka bootstrap servers")
+    p.add_argument("--topic", required=True, help="the topic of events (JSON objects, keyed by customer id)")
+    p.add_argument("--group", required=True, help="the consumer group: every worker of one deployment uses the same")
+    p.add_argument("--dead-letter-topic", metavar="TOPIC", help="produce dead letters to TOPIC (it must exist)")
+    p.add_argument("--dead-letter", metavar="FILE", help="append dead letters (NDJSON) to FILE instead (default ./actionmap-dead-letters.ndjson)")
+    p.add_argument("--rate", type=float, default=5000.0, metavar="EVENTS_PER_S", help="pace to the destination for this worker (default 5000; 0 = unpaced)")
+    p.add_argument("--timeout", type=_positive, default=30.0, metavar="SECONDS", help="give up on one request's answer after this long and retry it (default 30)")
+    p.add_argument("--retry-for", type=_positive, default=RetryPolicy.max_duration, metavar="SECONDS",
+                   help="retry a batch for at most this long, then dead-letter it as 'retries exhausted' (default 900)")
+    p.add_argument("--linger", type=_positive, default=0.5, metavar="SECONDS", help="send a batch that is not full after this long (default 0.5)")
+    p.add_argument("--session-timeout", type=_positive, metavar="SECONDS",
+                   help="how long the group waits for a silent worker before giving its partitions to another (Kafka's default 45)")
+    p.add_argument("-X", dest="kafka", action="append", default=[], metavar="PROPERTY=VALUE",
+                   help="a librdkafka property for both clients, e.g. -X security.protocol=SASL_SSL (repeatable)")
     p = command("dead-letters", cmd_dead_letters, "list the service's dead letters (NDJSON) or queue them again for delivery")
     p.add_argument("action", choices=["list", "replay"])
     p.add_argument("--data-dir", default="actionmap-data", metavar="DIR", help="the service's data dir (default ./actionmap-data)")
