@@ -223,8 +223,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.serve import ServeOptions, serve, write_keys
 
-    keys = write_keys(args.write_key)
     mapping = load_mapping_file(args.mapping, overrides=_overrides(args.set))
+    keys = write_keys(args.write_key, mapping.write_keys)
     options = ServeOptions(host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers, rate=args.rate,
                            timeout=args.timeout, retry_for=args.retry_for)
     return serve(mapping, keys, options)
@@ -353,7 +353,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0 picks a free one)")
     p.add_argument("--data-dir", default="actionmap-data", metavar="DIR", help="where the queue lives (default ./actionmap-data)")
     p.add_argument("--write-key", action="append", default=[], metavar="KEY",
-                   help="a write key clients authenticate with (repeatable; or ACTIONMAP_WRITE_KEYS=K1,K2)")
+                   help="a write key clients authenticate with (repeatable; also ACTIONMAP_WRITE_KEYS=K1,K2 "
+                        "and the mapping file's write_keys)")
     p.add_argument("--workers", type=int, default=2, help="delivery threads (default 2)")
     p.add_argument("--rate", type=float, default=5000.0, metavar="EVENTS_PER_S", help="pace to the destination, all workers together (default 5000; 0 = unpaced)")
     p.add_argument("--timeout", type=_positive, default=10.0, metavar="SECONDS", help="give up on one request's answer after this long and retry it (default 10)")

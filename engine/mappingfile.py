@@ -83,6 +83,7 @@ class MappingFile:
     subscriptions: list[Subscription]
     tests: list[dict[str, Any]]
     document: Document = field(repr=False)
+    write_keys: tuple[str, ...] = field(default=(), repr=False)  # secrets: kept out of every repr
 
 
 def _is_loopback(host: str) -> bool:
@@ -162,6 +163,26 @@ def _interpolate(raw: Any, env: Mapping[str, str], require_env: bool) -> tuple[A
         if match.group(1) not in env and require_env:
             return raw, (f"the environment variable {match.group(1)} is not set", match.start())
     return _ENV_REF.sub(lambda m: env.get(m.group(1), m.group(0)), raw), None
+
+
+def _resolve_write_keys(doc: Document, env: Mapping[str, str], require_env: bool) -> tuple[str, ...]:
+    """The intake's write keys, ``${VAR}`` read as for settings; messages name the variable, never a key."""
+    keys: list[str] = []
+    errors: list[ConfigError] = []
+    for index, raw in enumerate(doc.data.get("write_keys", [])):
+        pointer = f"/write_keys/{index}"
+        value, problem = _interpolate(raw, env, require_env)
+        if problem:
+            errors.append(ConfigError(f"{problem[0]} (needed by write_keys[{index}])", pointer, problem[1]))
+        elif not value:  # an empty key would let any client in that sends none
+            errors.append(ConfigError(
+                f"write_keys[{index}] is empty once the environment is read: set the variable to the key clients send, "
+                "or remove the entry", pointer))
+        else:
+            keys.append(value)
+    if errors:
+        raise _placed(doc, errors)
+    return tuple(dict.fromkeys(keys))
 
 
 def _check_setting(setting: Setting, value: Any) -> str | None:
@@ -248,7 +269,9 @@ def load_mapping_document(
         dest = catalog.get(doc.data["destination"])
     except ConfigError as error:
         raise doc.place(ConfigError(error.message, "/destination")) from None
-    settings = _resolve_settings(doc, dest, os.environ if env is None else env, require_env, overrides or {})
+    env = os.environ if env is None else env
+    settings = _resolve_settings(doc, dest, env, require_env, overrides or {})
+    write_keys = _resolve_write_keys(doc, env, require_env)
     subscriptions = [
         _subscription(doc, dest, settings, i, s) for i, s in enumerate(doc.data["subscriptions"]) if s.get("enabled", True)
     ]
@@ -264,4 +287,4 @@ def load_mapping_document(
                 raise doc.place(
                     ConfigError(f'no subscription is named "{expectation["subscription"]}"', f"/tests/{index}/expect/{k}/subscription")
                 )
-    return MappingFile(doc.file, dest, settings, subscriptions, tests, doc)
+    return MappingFile(doc.file, dest, settings, subscriptions, tests, doc, write_keys)

@@ -51,13 +51,16 @@ CREDENTIAL_RECHECK = 30.0
 _RANK: dict[Category, int] = {"delivered": 0, "dead_lettered": 1, "invalid": 2}
 
 
-def write_keys(given: Sequence[str], env: Mapping[str, str] = os.environ) -> list[str]:
-    """The write keys from ``--write-key`` and ``ACTIONMAP_WRITE_KEYS`` (comma-separated); none is an error."""
-    keys = [k for k in given if k] + [k.strip() for k in env.get(WRITE_KEYS_ENV, "").split(",") if k.strip()]
+def write_keys(given: Sequence[str], from_file: Sequence[str] = (), env: Mapping[str, str] = os.environ) -> list[str]:
+    """Every accepted write key: ``--write-key``, the mapping file's ``write_keys``, ``ACTIONMAP_WRITE_KEYS``
+    (comma-separated), all at once, so a key can be rotated in by adding it anywhere; none is an error."""
+    env_keys = [k.strip() for k in env.get(WRITE_KEYS_ENV, "").split(",")]
+    keys = [k for k in (*given, *from_file, *env_keys) if k]
     if not keys:
         raise ConfigError(
-            f"no write key: give one with --write-key KEY (repeatable) or {WRITE_KEYS_ENV}=KEY1,KEY2 "
-            "(the environment keeps it out of the process list); clients send it as the user name of HTTP Basic auth"
+            f"no write key: give one with --write-key KEY (repeatable), {WRITE_KEYS_ENV}=KEY1,KEY2 or write_keys: "
+            "in the mapping file (the environment and ${VAR} keep it out of the process list); "
+            "clients send it as the user name of HTTP Basic auth"
         )
     return list(dict.fromkeys(keys))
 

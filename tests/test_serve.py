@@ -38,12 +38,16 @@ with warnings.catch_warnings():  # Starlette >= 1.x prefers httpx2 for its TestC
     from starlette.testclient import TestClient
 
 from destinations.metronome.emulator import Faults, MetronomeEmulator
+from engine.errors import ConfigError
 from engine.intake import EVENT_LIMIT, REQUEST_LIMIT, create_app
+from engine.mappingfile import load_mapping_file
 from engine.queue import CATEGORIES, DB_NAME, Queue
+from engine.serve import WRITE_KEYS_ENV, write_keys
 from tests.conftest import Run
 
 TOKEN = "mtr-serve-test-token-93b1c7"
 WRITE_KEY = "wk-serve-test-4d2a"
+FILE_KEY = "wk-from-mapping-file-7e51c0"  # read from ${FILE_WRITE_KEY} by a mapping file's write_keys
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 STARTUP = 20.0  # seconds a service may take to answer /health
 
@@ -78,12 +82,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_mapping(path: Path, base_url: str) -> Path:
+def write_mapping(path: Path, base_url: str, extra: str = "") -> Path:
+    """The default Metronome mapping to ``base_url``; ``extra`` adds top-level YAML (write_keys)."""
     path.write_text(
         "destination: metronome\n"
         "settings:\n  api_token: ${METRONOME_API_TOKEN}\n"
         f"  base_url: {base_url}\n"
-        "subscriptions:\n  - name: Usage events\n    action: send_event\n"
+        "subscriptions:\n  - name: Usage events\n    action: send_event\n" + extra
     )
     return path
 
@@ -95,6 +100,7 @@ class Service:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = tmp / "data"
+        self.mapping = mapping
         self.args = [sys.executable, "-m", "engine.cli", "serve", "-m", str(mapping), "--port", str(self.port),
                      "--data-dir", str(self.data_dir), "--write-key", WRITE_KEY, *options]
         self.env = {**os.environ, "METRONOME_API_TOKEN": token}
@@ -171,8 +177,8 @@ def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     """Make services (not started); every one still running at the end is killed."""
     made: list[Service] = []
 
-    def make(base_url: str, *options: str, token: str = TOKEN) -> Service:
-        made.append(Service(tmp_path, write_mapping(tmp_path / "mapping.yaml", base_url), *options, token=token))
+    def make(base_url: str, *options: str, token: str = TOKEN, extra: str = "") -> Service:
+        made.append(Service(tmp_path, write_mapping(tmp_path / "mapping.yaml", base_url, extra), *options, token=token))
         return made[-1]
 
     yield make
@@ -376,6 +382,58 @@ def test_the_service_will_not_start_without_a_write_key(cli: Callable[..., Run],
     mapping = write_mapping(tmp_path / "m.yaml", "http://127.0.0.1:9")
     run = cli("serve", "-m", str(mapping), "--data-dir", str(tmp_path / "data"), "--port", "0")
     assert run.code == 1 and "no write key" in run.err and "ACTIONMAP_WRITE_KEYS" in run.err
+
+
+# -- write keys from the mapping file ---------------------------------------------------
+
+
+def test_a_write_key_from_the_mapping_file_is_accepted_and_never_shown(
+    emulator: MetronomeEmulator, service: Callable[..., Service], cli: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = service(emulator.base_url, extra='write_keys: ["${FILE_WRITE_KEY}"]\n')
+    running.env["FILE_WRITE_KEY"] = FILE_KEY
+    running.start()
+    events = [track(f"file-key-{i}") for i in range(3)]
+    post = running.url + "/v1/batch"
+    assert httpx.post(post, content=orjson.dumps({"batch": events}), auth=(FILE_KEY, "")).status_code == 200
+    assert httpx.post(post, content=orjson.dumps({"batch": [track("wrong")]}), auth=(FILE_KEY + "x", "")).status_code == 401
+    assert running.post("/v1/batch", {"batch": [track("flag-key")]}).status_code == 200  # --write-key still counts
+    running.drain()
+    assert set(emulator.stored) == {e["messageId"] for e in events} | {"flag-key"}
+    assert running.terminate() == 0
+    monkeypatch.setenv("FILE_WRITE_KEY", FILE_KEY)
+    validated = cli("validate", str(running.mapping))
+    assert validated.code == 0
+    assert FILE_KEY not in running.log.read_text() + validated.out + validated.err
+
+
+def test_an_unset_variable_in_write_keys_is_a_located_startup_error(
+    cli: Callable[..., Run], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FILE_WRITE_KEY", raising=False)
+    entry = "  - wk_live_${FILE_WRITE_KEY}"
+    mapping = write_mapping(tmp_path / "m.yaml", "http://127.0.0.1:9", extra=f"write_keys:\n{entry}\n")
+    line = mapping.read_text().splitlines().index(entry) + 1
+    run = cli("serve", "-m", str(mapping), "--data-dir", str(tmp_path / "data"), "--write-key", WRITE_KEY, "--port", "0")
+    assert run.code == 1
+    assert f"{mapping}:{line}:{entry.index('$') + 1}: the environment variable FILE_WRITE_KEY is not set" in run.err
+    assert "write_keys[0]" in run.err
+    assert not (tmp_path / "data").exists()  # refused before the queue is touched
+
+
+def test_write_keys_are_every_source_at_once_secret_and_never_empty(tmp_path: Path) -> None:
+    mapping = write_mapping(tmp_path / "m.yaml", "http://127.0.0.1:9", extra='write_keys: ["${A}", "lit-${A}", "${A}"]\n')
+    loaded = load_mapping_file(mapping, env={"METRONOME_API_TOKEN": TOKEN, "A": FILE_KEY})
+    assert loaded.write_keys == (FILE_KEY, f"lit-{FILE_KEY}")
+    assert FILE_KEY not in repr(loaded)
+    assert write_keys(["flag", ""], loaded.write_keys, env={WRITE_KEYS_ENV: f" env , ,{FILE_KEY}"}) == [
+        "flag", FILE_KEY, f"lit-{FILE_KEY}", "env"]
+    with pytest.raises(ConfigError, match="no write key.*write_keys"):
+        write_keys([], (), env={})
+    with pytest.raises(ConfigError) as empty:
+        load_mapping_file(mapping, env={"METRONOME_API_TOKEN": TOKEN, "A": ""})
+    assert [(e.pointer, e.location is not None) for e in empty.value.errors] == [("/write_keys/0", True), ("/write_keys/2", True)]
+    assert "write_keys[0] is empty" in str(empty.value)
 
 
 # -- 4. bad requests, in-process -------------------------------------------------------
