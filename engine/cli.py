@@ -179,7 +179,7 @@ def _deliver(args: argparse.Namespace, items: Iterable[Item], linger: float | No
             summary = delivery.summary
             delivery.run(items, linger)
     except Unauthorized as error:
-        print(f"actionmap: {error}", file=sys.stderr)
+        print(f"actionmap: {error} Fix the setting and run the same send again.", file=sys.stderr)
         print(summary.line())
         return EXIT_FAILED
     finally:

@@ -29,10 +29,10 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from engine.deadletters import DeadLetterFile
-from engine.delivery import CONNECT_TIMEOUT, DeadLetter, RetryPolicy, Sender, TokenBucket, Unauthorized
+from engine.delivery import CONNECT_TIMEOUT, DeadLetter, Outgoing, RetryPolicy, Sender, TokenBucket, Unauthorized
 from engine.errors import ConfigError
 from engine.events import Event
-from engine.mappingfile import MappingFile, Subscription
+from engine.mappingfile import MappingFile
 from engine.pipeline import Pipeline
 from engine.send import Delivery, Summary
 
@@ -304,17 +304,15 @@ class _GroupDelivery(Delivery):
     """``send``'s delivery, telling the offsets which messages each finished batch settles."""
 
     def __init__(self, pipeline: Pipeline, sender: Sender, dead_letters: _DeadLetters, offsets: Offsets) -> None:
-        super().__init__(pipeline, sender, dead_letters)
+        super().__init__(pipeline, sender, dead_letters, on_sent=self._settle)
         self._offsets = offsets
         self.opened: float | None = None  # when the oldest payload waiting in an open batch arrived
 
     def accept(self, entry: _Entry, event: dict[str, Any]) -> None:
         """Map one event; the message stays unfinished while any of its payloads waits in a batch."""
-        self.add(Event(entry.seq, entry.offset, event))
-        seq = entry.seq
-        pending = sum(1 for batch in self._batches.values() if batch and batch[-1].index == seq)
-        self._offsets.hold(entry, pending)
-        if pending and self.opened is None:
+        waiting = self.add(Event(entry.seq, entry.offset, event))
+        self._offsets.hold(entry, waiting)
+        if waiting and self.opened is None:
             self.opened = time.monotonic()
 
     def malformed(self, entry: _Entry, reason: str, value: Any) -> None:
@@ -323,12 +321,10 @@ class _GroupDelivery(Delivery):
         self._dead(DeadLetter("", entry.seq, value, None, reason), invalid=True)
         self._offsets.hold(entry, 0)
 
-    def _flush(self, sub: Subscription) -> None:
-        items = self._batches[sub.name]  # the list the base class takes over and sends
-        super()._flush(sub)
+    def _settle(self, items: list[Outgoing]) -> None:
         for item in items:
             self._offsets.settle(item.index)
-        if not any(self._batches.values()):
+        if not self.waiting:
             self.opened = None
 
 
@@ -534,7 +530,11 @@ def consume(mapping_file: MappingFile, options: ConsumeOptions, out: IO[str] = s
     status = 0
     try:
         worker.run()
-    except (Unauthorized, KafkaException) as error:
+    except Unauthorized as error:
+        print(f"actionmap consume: {error} Their offsets were not committed: fix the setting and restart; "
+              "the group resumes where it stopped.", file=sys.stderr)
+        status = 1
+    except KafkaException as error:
         print(f"actionmap consume: {_reason(error)}", file=sys.stderr)
         status = 1
     finally:

@@ -65,8 +65,8 @@ class Unauthorized(ActionmapError):
     def __init__(self, destination: str, status: int, message: str) -> None:
         super().__init__(
             f"{destination} refused the credential ({status}: {message}); delivery stopped. "
-            "Undelivered events were kept, not dead-lettered: fix the setting and send again "
-            "(payloads keep their ids, so resending is safe)."
+            "Undelivered events were kept, not dead-lettered; they keep their ids, so sending them "
+            "again once the credential is fixed bills nothing twice."
         )
         self.status = status
 

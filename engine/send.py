@@ -81,6 +81,7 @@ class Delivery:
         dry_run: IO[bytes] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         progress: Progress | None = None,
+        on_sent: Callable[[list[Outgoing]], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.sender = sender
@@ -88,6 +89,7 @@ class Delivery:
         self.dry_run = dry_run
         self.now = now
         self.progress = progress
+        self.on_sent = on_sent
         self.summary = Summary()
         subs = pipeline.subscriptions
         self._batches: dict[str, list[Outgoing]] = {s.name: [] for s in subs}
@@ -101,15 +103,25 @@ class Delivery:
             self.summary.dead_lettered += 1
         self.dead_letters.write(letter)
 
-    def add(self, item: Event | BadInput) -> None:
-        """Map one input event and queue its payloads; send every batch that fills."""
+    @property
+    def waiting(self) -> int:
+        """Payloads waiting in open batches."""
+        return sum(map(len, self._batches.values()))
+
+    def add(self, item: Event | BadInput) -> int:
+        """Map one input event and queue its payloads; send every batch that fills.
+
+        Returns how many of the event's payloads still wait in open batches: 0 means
+        its fate is settled (delivered, dead-lettered, filtered or invalid).
+        """
         self.summary.events += 1
         if isinstance(item, BadInput):
             self._dead(DeadLetter("", item.index, None, None, f"input line {item.line}: {item.message}"), invalid=True)
-            return
+            return 0
         outcomes = self.pipeline.run(item.value)
         if not outcomes:
             self.summary.filtered += 1
+        waiting = 0
         for outcome in outcomes:
             name = outcome.subscription
             if outcome.status != "ok":
@@ -119,8 +131,11 @@ class Delivery:
             batch.append(Outgoing(item.index, item.value, outcome.payload or {}))
             if len(batch) >= self._subs[name].batch_size:
                 self._flush(self._subs[name])
+            else:
+                waiting += 1
         if self.progress:
             self.progress.show(self.summary)
+        return waiting
 
     def _sendable(self, sub: Subscription, items: list[Outgoing]) -> list[Outgoing]:
         """The items that pass the pre-send checks now; the others are dead-lettered with the reason."""
@@ -133,8 +148,13 @@ class Delivery:
         return kept
 
     def _flush(self, sub: Subscription) -> None:
-        items, self._batches[sub.name] = self._batches[sub.name], []
-        items = self._sendable(sub, items)
+        """Send one subscription's open batch; then ``on_sent`` learns that its payloads are settled."""
+        taken, self._batches[sub.name] = self._batches[sub.name], []
+        self._send(sub, self._sendable(sub, taken))
+        if self.on_sent is not None and taken:
+            self.on_sent(taken)
+
+    def _send(self, sub: Subscription, items: list[Outgoing]) -> None:
         if not items:
             return
         if self.dry_run is not None:

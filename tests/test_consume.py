@@ -37,8 +37,7 @@ from destinations.metronome.emulator import Faults, MetronomeEmulator
 from engine.cli import main
 from engine.consume import ConsumeOptions, Offsets, kafka_properties
 from engine.errors import ConfigError
-from tests.conftest import REPO
-from tests.test_delivery import free_port, payload, track_events
+from tests.conftest import REPO, expected_payload, free_port, track_events
 
 TOKEN = "mtr-consume-test-token-83c1d0"
 MAPPING = REPO / "mappings" / "metronome.yaml"
@@ -201,6 +200,12 @@ class WorkerProcess:
         assert TOKEN not in out and TOKEN not in self.stderr, "the API token leaked into the output"
         return orjson.loads(out.strip().splitlines()[-1])
 
+    def wait(self, timeout: float) -> int:
+        """The exit code of a worker that stops by itself, once its stderr is read to the end."""
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
+
     def kill(self) -> None:
         self.process.kill()
         self.process.wait(10)
@@ -255,7 +260,7 @@ def test_two_workers_share_four_partitions_and_every_event_is_stored_once(
     eventually(lambda: workers[1].partitions == {0, 1, 2, 3}, STARTUP, "the remaining worker takes every partition")
     second = workers[1].stop()
 
-    assert emulator.stored == {e["messageId"]: payload(e) for e in events}
+    assert emulator.stored == {e["messageId"]: expected_payload(e) for e in events}
     assert emulator.max_events_in_a_request <= 100
     assert first["delivered"] > 0 and second["delivered"] > 0, (first, second)
     # every payload a worker counted as delivered reached the emulator: stored once, or recognised as a repeat
@@ -291,7 +296,7 @@ def test_a_killed_worker_s_partitions_are_taken_over_and_still_every_event_is_st
     eventually(lambda: len(emulator.stored) == len(events), 60, "every event stored")
     summary = survivor.stop()
 
-    assert emulator.stored == {e["messageId"]: payload(e) for e in events}
+    assert emulator.stored == {e["messageId"]: expected_payload(e) for e in events}
     from_victim = {e["messageId"] for e, (partition, _) in zip(events, placed) if partition in victims_partitions}
     assert from_victim and from_victim <= emulator.stored.keys()
     assert summary["invalid"] == summary["dead_lettered"] == 0
@@ -331,7 +336,7 @@ def test_malformed_and_invalid_messages_are_dead_lettered_with_reasons_and_the_p
     eventually(lambda: committed(broker, topic, group, 2) == ends_of(placed), 10, "both partitions committed to their end while running")
     summary = workers[0].stop()
 
-    assert emulator.stored == {e["messageId"]: payload(e) for e in good}
+    assert emulator.stored == {e["messageId"]: expected_payload(e) for e in good}
     assert summary == {"events": len(messages), "delivered": len(good), "filtered": 0, "invalid": 4, "dead_lettered": 2,
                        "requests": summary["requests"]}
     letters = read_topic(broker, dead_topic, 2, expected=len(bad))
@@ -377,8 +382,27 @@ def test_sigterm_during_an_outage_commits_nothing_undelivered_and_the_next_worke
     workers.append(WorkerProcess(broker, topic, group, emulator, "--dead-letter", str(dead)))
     eventually(lambda: len(emulator.stored) == len(events), STARTUP, "the next worker delivers what was left")
     assert workers[1].stop()["delivered"] == len(events)
-    assert emulator.stored == {e["messageId"]: payload(e) for e in events}
+    assert emulator.stored == {e["messageId"]: expected_payload(e) for e in events}
     assert not dead.exists() or dead.read_text() == ""
+
+
+def test_a_refused_token_stops_the_worker_with_nothing_committed(
+    broker: str, emulators: Start, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    topic, group = new_topic(broker, 1), f"group-{next(_names)}"
+    emulator = emulators(tokens={"a-different-token-51f2"})
+    events = track_events(40, seed=75, prefix="refused")
+    produce(broker, topic, events_of(events))
+    dead = tmp_path / "dead.ndjson"
+    workers.append(WorkerProcess(broker, topic, group, emulator, "--dead-letter", str(dead), "--linger", "0.2"))
+    worker = workers[0]
+    assert worker.wait(STARTUP) == 1, worker.stderr
+    assert "refused the credential (403" in worker.stderr
+    assert "offsets were not committed: fix the setting and restart" in worker.stderr
+    assert TOKEN not in worker.stderr
+    assert emulator.stored == {}
+    assert not dead.exists() or dead.read_text() == "", "a refused credential dead-letters nothing"
+    assert committed(broker, topic, group, 1)[0] < 0, "no offset may be committed for events the destination refused"
 
 
 # -- 5. a missing topic is an error at start ----------------------------------------------------------

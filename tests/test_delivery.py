@@ -12,7 +12,6 @@ import math
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -36,50 +35,12 @@ from engine.events import Event
 from engine.mappingfile import MappingFile, load_mapping_file
 from engine.pipeline import Pipeline
 from engine.send import Delivery
-from tests.conftest import REPO
+from tests.conftest import REPO, expected_payload, free_port, track_events, utc_ms
 
 TOKEN = "mtr-delivery-test-token-5f0c9e21ab7d"
 MAPPING = REPO / "mappings" / "metronome.yaml"
 BATCH = 100
 CLIENT_TIMEOUT = 0.5  # seconds; the "slow" fault answers just after it
-
-
-# -- events and the payloads they must become ---------------------------------------
-
-
-def utc_ms(instant: datetime) -> str:
-    """Metronome's timestamp as actionmap sends it: UTC, milliseconds (truncated), Z."""
-    utc = instant.astimezone(timezone.utc)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
-
-
-def track_events(count: int, seed: int = 0, prefix: str = "m") -> list[dict[str, Any]]:
-    """Track events timestamped within the last day, in assorted offsets."""
-    rng = random.Random(seed)
-    now = datetime.now(timezone.utc)
-    zones = [timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
-    return [
-        {
-            "type": "track",
-            "messageId": f"{prefix}-{i}",
-            "userId": f"user-{rng.randrange(50)}",
-            "event": rng.choice(["api_call", "tokens_used", "page_render"]),
-            "timestamp": (now - timedelta(seconds=rng.uniform(120, 86_000))).astimezone(rng.choice(zones)).isoformat(),
-            "properties": {"n": str(i), "region": rng.choice(["eu", "us"])},
-        }
-        for i in range(count)
-    ]
-
-
-def payload(event: dict[str, Any]) -> dict[str, Any]:
-    """What the default mapping makes of one of these events (a plain reference, not the engine)."""
-    return {
-        "transaction_id": event["messageId"],
-        "customer_id": event["userId"],
-        "timestamp": utc_ms(datetime.fromisoformat(event["timestamp"])),
-        "event_type": event["event"],
-        "properties": event["properties"],
-    }
 
 
 def write_ndjson(path: Path, events: list[dict[str, Any]]) -> Path:
@@ -177,7 +138,7 @@ def test_ten_thousand_events_are_stored_exactly_once_in_full_batches(
     dead = tmp_path / DEAD
     run = send(emulator, events)
     assert run.code == 0, run.err
-    assert emulator.stored == {e["messageId"]: payload(e) for e in events}
+    assert emulator.stored == {e["messageId"]: expected_payload(e) for e in events}
     assert list(emulator.stored) == [e["messageId"] for e in events], "one sequential sender keeps the input order"
     assert emulator.duplicates == 0
     assert emulator.max_events_in_a_request <= BATCH
@@ -202,7 +163,7 @@ def test_ten_thousand_events_survive_twenty_percent_faults_of_every_kind(
     run = send(emulator, events, "--timeout", str(CLIENT_TIMEOUT))
     assert run.code == 0, run.err
     assert set(emulator.summary()["faults"]) == set(FAULT_KINDS), "every kind of fault was met"
-    assert emulator.stored == {e["messageId"]: payload(e) for e in events}, "every event stored once, first payload wins"
+    assert emulator.stored == {e["messageId"]: expected_payload(e) for e in events}, "every event stored once, first payload wins"
     assert emulator.max_events_in_a_request <= BATCH
     assert dead_letters(dead) == []
     summary = run.summary
@@ -241,11 +202,11 @@ def test_events_the_server_rejects_are_isolated_by_bisection(
     by_id = {e["messageId"]: e for e in events}
     for record in records:
         tid = record["payload"]["transaction_id"]
-        assert record["event"] == by_id[tid] and record["payload"] == payload(by_id[tid])
+        assert record["event"] == by_id[tid] and record["payload"] == expected_payload(by_id[tid])
         assert record["status"] == 400 and record["attempts"] == 1 and record["subscription"] == "Usage events"
         assert record["reason"].startswith("rejected by the server: [#/0/properties/blob: ")
         assert f'transaction_id "{tid}"' in record["reason"] and f"at most {LIMIT} bytes" in record["reason"]
-    assert emulator.stored == {e["messageId"]: payload(e) for e in events if e["messageId"] not in bad}
+    assert emulator.stored == {e["messageId"]: expected_payload(e) for e in events if e["messageId"] not in bad}
     assert run.summary | {"requests": 0} == {"events": 3_000, "delivered": 3_000 - len(bad), "filtered": 0,
                                              "invalid": 0, "dead_lettered": len(bad), "requests": 0}
 
@@ -296,11 +257,11 @@ def test_events_outside_the_window_or_with_a_long_id_are_dead_lettered_locally(
     assert set(records) == set(refused) | {long_id["messageId"]}
     for tid, event in refused.items():
         record = records[tid]
-        assert (record["status"], record["attempts"], record["payload"]) == (None, 0, payload(event))
+        assert (record["status"], record["attempts"], record["payload"]) == (None, 0, expected_payload(event))
         side, limit = ("older than", now - timedelta(days=34) + timedelta(hours=1)) if "old" in tid else (
             "later than", now + timedelta(hours=24) - timedelta(minutes=5))
         reason = record["reason"]
-        assert reason.startswith(f"timestamp {payload(event)['timestamp']} is {side} the destination accepts")
+        assert reason.startswith(f"timestamp {expected_payload(event)['timestamp']} is {side} the destination accepts")
         assert "34d back to 24h ahead, with a safety margin" in reason
         quoted = re.search(r"margin: (\S+) at the time of sending", reason)
         assert quoted and abs(datetime.fromisoformat(quoted.group(1)) - limit) < timedelta(seconds=30)
@@ -308,13 +269,6 @@ def test_events_outside_the_window_or_with_a_long_id_are_dead_lettered_locally(
 
 
 # -- 5. credentials ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback port that nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_a_refused_token_stops_delivery_and_keeps_the_events(
@@ -325,7 +279,7 @@ def test_a_refused_token_stops_delivery_and_keeps_the_events(
     run = send(emulator, track_events(250, seed=5))
     assert run.code == 1
     assert "Metronome (Actions) refused the credential (403" in run.err
-    assert "were kept, not dead-lettered" in run.err
+    assert "were kept, not dead-lettered" in run.err and "run the same send again" in run.err
     assert run.summary == {"events": 100, "delivered": 0, "filtered": 0, "invalid": 0, "dead_lettered": 0, "requests": 1}
     assert len(emulator.requests) == 1, "nothing more is sent after the refusal"
     assert emulator.stored == {} and dead_letters(dead) == []
@@ -460,7 +414,7 @@ def test_replay_through_a_corrected_mapping_delivers_the_rejected_events(
                                                 "invalid": 0, "dead_lettered": 0, "requests": 0}
     by_id = {e["messageId"]: e for e in events}
     for tid in bad:
-        assert emulator.stored[tid] == {**payload(by_id[tid]), "properties": {
+        assert emulator.stored[tid] == {**expected_payload(by_id[tid]), "properties": {
             "n": by_id[tid]["properties"]["n"], "region": by_id[tid]["properties"]["region"]}}
     assert len(emulator.stored) == len(events)
 
@@ -470,7 +424,7 @@ def test_replay_through_a_corrected_mapping_delivers_the_rejected_events(
 
 def deliver_one_batch(emulator: MetronomeEmulator, sender_options: dict[str, Any], size: int = 10) -> Sender:
     mapping = mapping_for(emulator)
-    items = [Outgoing(i, e, payload(e)) for i, e in enumerate(track_events(size, seed=9))]
+    items = [Outgoing(i, e, expected_payload(e)) for i, e in enumerate(track_events(size, seed=9))]
     sender = Sender(mapping, **sender_options)
     try:
         sender.deliver(mapping.subscriptions[0], items, lambda letter: pytest.fail(f"dead-lettered: {letter.reason}"))
@@ -563,10 +517,10 @@ def test_the_official_sdk_ingests_and_reads_back_through_the_emulator(start: Sta
     emulator = start()
     events = track_events(40, seed=11)
     assert send(emulator, events).code == 0
-    own = [payload(e) | {"transaction_id": f"sdk-{e['messageId']}"} for e in track_events(3, seed=12)]
+    own = [expected_payload(e) | {"transaction_id": f"sdk-{e['messageId']}"} for e in track_events(3, seed=12)]
     with Metronome(bearer_token=TOKEN, base_url=emulator.base_url, max_retries=0) as sdk:
         sdk.v1.usage.ingest(usage=own)
-        sdk.v1.usage.ingest(usage=[payload(events[0])])  # a repeat: ignored, reported as a duplicate
+        sdk.v1.usage.ingest(usage=[expected_payload(events[0])])  # a repeat: ignored, reported as a duplicate
         found = sdk.v1.usage.search(transaction_ids=[e["messageId"] for e in events] + [p["transaction_id"] for p in own])
 
     def as_sent(item: Any) -> dict[str, Any]:
@@ -574,7 +528,7 @@ def test_the_official_sdk_ingests_and_reads_back_through_the_emulator(start: Sta
                 "event_type": item.event_type, "properties": item.properties}
 
     first = {item.transaction_id: as_sent(item) for item in found if not item.is_duplicate}
-    assert first == {p["transaction_id"]: p for p in [payload(e) for e in events] + own}
+    assert first == {p["transaction_id"]: p for p in [expected_payload(e) for e in events] + own}
     assert [item.transaction_id for item in found if item.is_duplicate] == [events[0]["messageId"]]
 
 
@@ -585,7 +539,7 @@ def test_library_mode_sends_parsed_events_and_returns_the_summary(start: Start, 
     events = track_events(250, seed=21) + [{"type": "identify", "messageId": "i-1", "userId": "u"}, {"type": "track"}]
     summary = engine.send_events(mapping_for(emulator), events, dead_letters=tmp_path / "dead.ndjson")
     assert (summary.events, summary.delivered, summary.filtered, summary.invalid, summary.requests) == (252, 250, 1, 1, 3)
-    assert [emulator.stored[e["messageId"]] for e in events[:250]] == [payload(e) for e in events[:250]]
+    assert [emulator.stored[e["messageId"]] for e in events[:250]] == [expected_payload(e) for e in events[:250]]
     assert [r["event"] for r in dead_letters(tmp_path / "dead.ndjson")] == [{"type": "track"}]
 
 

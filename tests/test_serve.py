@@ -14,7 +14,6 @@ import gzip
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from engine.intake import EVENT_LIMIT, REQUEST_LIMIT, create_app
 from engine.mappingfile import load_mapping_file
 from engine.queue import CATEGORIES, DB_NAME, Queue
 from engine.serve import WRITE_KEYS_ENV, write_keys
-from tests.conftest import Run
+from tests.conftest import Run, expected_payload, free_port
 
 TOKEN = "mtr-serve-test-token-93b1c7"
 WRITE_KEY = "wk-serve-test-4d2a"
@@ -55,31 +54,13 @@ STARTUP = 20.0  # seconds a service may take to answer /health
 # -- events and payloads ---------------------------------------------------------------
 
 
-def utc_ms(instant: datetime) -> str:
-    """Metronome's timestamp as actionmap sends it: UTC, milliseconds (truncated), Z."""
-    utc = instant.astimezone(timezone.utc)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
-
-
 def track(mid: str, user: str = "u1", when: datetime | None = None, **extra: Any) -> dict[str, Any]:
     when = when or datetime.now(timezone.utc)
     return {"type": "track", "messageId": mid, "userId": user, "event": "api_call",
             "timestamp": when.isoformat(), "properties": {"n": mid}, **extra}
 
 
-def expected_payload(event: dict[str, Any]) -> dict[str, Any]:
-    """The Metronome payload the default mapping makes of a track event (written out, not computed by the engine)."""
-    return {"transaction_id": event["messageId"], "customer_id": event["userId"], "event_type": event["event"],
-            "timestamp": utc_ms(datetime.fromisoformat(event["timestamp"])), "properties": event["properties"]}
-
-
 # -- the service as a process ---------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_mapping(path: Path, base_url: str, extra: str = "") -> Path:
