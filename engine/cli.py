@@ -112,7 +112,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     with open_input(args.events) as stream:
         for item in read_events(stream):
             if isinstance(item, BadInput):
-                line: dict[str, object] = {"event": item.index, "subscription": None, "status": "invalid",
+                line: dict[str, object] = {"event": item.position, "subscription": None, "status": "invalid",
                                            "errors": [f"line {item.line}: {item.message}"]}
                 print(f"{args.events or '<stdin>'}:{item.line}: {item.message}", file=sys.stderr)
                 write(orjson.dumps(line) + b"\n")
@@ -121,7 +121,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             for outcome in pipeline.run(item.value, include_filtered=args.all, explain=args.explain):
                 if outcome.status == "invalid":
                     status = EXIT_SOME_BAD
-                write(orjson.dumps(_preview_line(item.index, outcome, args.explain), default=str) + b"\n")
+                write(orjson.dumps(_preview_line(item.position, outcome, args.explain), default=str) + b"\n")
     return status
 
 

@@ -323,7 +323,7 @@ class _GroupDelivery(Delivery):
 
     def _settle(self, items: list[Outgoing]) -> None:
         for item in items:
-            self._offsets.settle(item.index)
+            self._offsets.settle(item.position)
         if not self.waiting:
             self.opened = None
 

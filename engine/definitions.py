@@ -210,7 +210,11 @@ def load_destination(folder: Path, expected_slug: str, origin: str = "built-in")
             )
         )
     settings = {
-        name: Setting(name=name, **{k: tuple(v) if k == "enum" else v for k, v in decl.items()})
+        name: Setting(
+            name=name, type=decl["type"], label=decl["label"], description=decl["description"],
+            required=decl.get("required", False), default=decl.get("default"), secret=decl.get("secret", False),
+            format=decl.get("format"), enum=tuple(decl["enum"]) if "enum" in decl else None,
+        )
         for name, decl in data["settings"].items()
     }
     for name, setting in settings.items():
@@ -262,8 +266,9 @@ def load_destination(folder: Path, expected_slug: str, origin: str = "built-in")
 
 
 def _folder_of(loaded: Any, name: str) -> Path:
-    if isinstance(loaded, ModuleType) and getattr(loaded, "__file__", None):
-        return Path(loaded.__file__).resolve().parent
+    file = getattr(loaded, "__file__", None)
+    if isinstance(loaded, ModuleType) and file:
+        return Path(file).resolve().parent
     if isinstance(loaded, (str, Path)):
         return Path(loaded)
     raise ConfigError(f'entry point "{name}" in group {ENTRY_POINT_GROUP} must name a package (module), got {loaded!r}')

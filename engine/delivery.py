@@ -36,9 +36,13 @@ CONNECT_TIMEOUT = 5.0
 
 
 class Outgoing(NamedTuple):
-    """One payload on its way, with what a dead letter must keep (a tuple: made once per payload, cheaply)."""
+    """One payload on its way, with what a dead letter must keep (a tuple: made once per payload, cheaply).
 
-    index: int
+    ``position`` says where its event came from, for the caller to find it again:
+    the event's place in the input (send), its queue row (serve), its message (consume).
+    """
+
+    position: int
     event: Any
     payload: dict[str, Any]
 
@@ -287,7 +291,7 @@ class Sender:
             self._bisect(sub, target, items[middle:], dead_letter)
 
     def _dead(self, sub: Subscription, item: Outgoing, reason: str, status: int | None, attempts: int) -> DeadLetter:
-        return DeadLetter(sub.name, item.index, item.event, item.payload, self.settings.redact(reason), status, attempts)
+        return DeadLetter(sub.name, item.position, item.event, item.payload, self.settings.redact(reason), status, attempts)
 
     def _post(self, target: _Target, items: list[Outgoing]) -> tuple[Answer, int]:
         """Send until a final answer or the retry budget is spent; the answer and the attempts made."""

@@ -39,7 +39,7 @@ def _moved_to_today(items: list[Item], today: datetime) -> list[Item]:
             event: dict[str, Any] = dict(item.value)
             when = datetime.fromisoformat(event["timestamp"]) + shift
             event["timestamp"] = min(when, today).astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-            item = Event(item.index, item.line, event)
+            item = Event(item.position, item.line, event)
         moved.append(item)
     return moved
 

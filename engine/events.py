@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator, NamedTuple
+from typing import IO, Any, Iterator, NamedTuple, cast
 
 import orjson
 
@@ -26,7 +26,7 @@ _WHITESPACE = " \t\r\n"
 class Event(NamedTuple):
     """One event read, with its place in the input (a tuple: made once per event, cheaply)."""
 
-    index: int
+    position: int
     line: int
     value: Any
 
@@ -35,7 +35,7 @@ class Event(NamedTuple):
 class BadInput:
     """A piece of input that is not JSON: its place and why."""
 
-    index: int
+    position: int
     line: int
     message: str
 
@@ -46,14 +46,14 @@ Item = Event | BadInput
 def open_input(name: str | None) -> IO[str]:
     """A text stream for a path or ``-``/None (stdin), unzipping gzip by its magic bytes."""
     raw: IO[bytes] = sys.stdin.buffer if name in (None, "-") else Path(name).open("rb")
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(cast(io.RawIOBase, raw))
     if buffered.peek(2)[:2] == b"\x1f\x8b":
         return io.TextIOWrapper(gzip.GzipFile(fileobj=buffered), encoding="utf-8")
     return io.TextIOWrapper(buffered, encoding="utf-8")
 
 
 def read_events(stream: IO[str]) -> Iterator[Item]:
-    """Every event of ``stream`` in order; ``index`` counts events and bad pieces alike."""
+    """Every event of ``stream`` in order; ``position`` counts events and bad pieces alike."""
     first = ""
     line_no = 0
     for first in stream:

@@ -138,7 +138,7 @@ def _number_to_string(value: int | float) -> str:
         return str(value)
     if not math.isfinite(value):
         raise _Invalid("coerce", f"number_to_string cannot convert {_json(value)}: not a finite number")
-    return str(int(value)) if value.is_integer() else repr(value)
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else repr(value)
 
 
 def _boolean_to_string(value: bool) -> str:

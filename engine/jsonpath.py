@@ -54,7 +54,7 @@ def walk(keys: tuple[Key, ...]) -> Getter:
 
     def get(doc: Any) -> Any:
         for key in keys:
-            if type(key) is str:
+            if isinstance(key, str):
                 if type(doc) is not dict:
                     return MISSING
                 doc = doc.get(key, MISSING)

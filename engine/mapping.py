@@ -43,7 +43,7 @@ import re
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 import jmespath
 import jmespath.exceptions
@@ -619,9 +619,10 @@ def _jmespath(raw: Any, pointer: str) -> Node:
     except jmespath.exceptions.JMESPathError as error:
         offset = getattr(error, "lex_position", None) or 0
         raise ConfigError(f"invalid JMESPath {expression!r} at column {offset + 1}: {_jmespath_reason(error)}", pointer, offset) from None
-    _check_functions(parsed.parsed, expression, pointer)
+    tree = cast(dict[str, Any], parsed.parsed)  # the library's parse tree: plain dicts
+    _check_functions(tree, expression, pointer)
     source = f"@jmespath({expression})"
-    direct = _jmespath_closure(parsed.parsed)
+    direct = _jmespath_closure(tree)
     if direct is not None:
         return Leaf(source, lambda doc: MISSING if (result := direct(doc)) is None else result)
 

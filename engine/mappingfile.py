@@ -190,11 +190,11 @@ def _check_setting(setting: Setting, value: Any) -> str | None:
     types = _PY_TYPES[setting.type]
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         return f"{setting.name}: expected a{'n' if setting.type[0] in 'aeiou' else ''} {setting.type}"
-    if setting.type == "object" and not all(isinstance(v, str) for v in value.values()):
+    if isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()):
         return f"{setting.name}: expected a map of names to strings"
     if setting.enum is not None and value not in setting.enum:
         return f"{setting.name}: expected one of {', '.join(map(str, setting.enum))}"
-    if setting.format == "uri" and not _ENV_REF.search(value):
+    if setting.format == "uri" and isinstance(value, str) and not _ENV_REF.search(value):
         return _check_url(setting.name, value)
     return None
 

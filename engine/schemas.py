@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import jsonschema
 from jsonschema import Draft202012Validator
@@ -77,7 +77,7 @@ def _explain(error: jsonschema.ValidationError, root: dict[str, Any]) -> Iterato
     """Operator-facing problems for one jsonschema error; values are not echoed (they may be secrets)."""
     pointer = join_pointer("", *error.absolute_path)
     if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(error.instance, dict):
-        known = _known_keys(error.schema, root)
+        known = _known_keys(cast(dict[str, Any], error.schema), root)
         for key in error.instance:
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
@@ -90,7 +90,7 @@ def _explain(error: jsonschema.ValidationError, root: dict[str, Any]) -> Iterato
     elif error.validator == "propertyNames":
         yield ConfigError(f"the key {error.instance!r} is not a valid name: {error.message}", pointer), True, ""
     elif error.validator == "type":
-        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        wanted = [str(v) for v in (error.validator_value if isinstance(error.validator_value, list) else [error.validator_value])]
         found = _JSON_TYPES.get(type(error.instance), type(error.instance).__name__)
         yield ConfigError(f"expected {' or '.join(wanted)}, found {found}", pointer), False, ""
     else:

@@ -116,7 +116,7 @@ class Delivery:
         """
         self.summary.events += 1
         if isinstance(item, BadInput):
-            self._dead(DeadLetter("", item.index, None, None, f"input line {item.line}: {item.message}"), invalid=True)
+            self._dead(DeadLetter("", item.position, None, None, f"input line {item.line}: {item.message}"), invalid=True)
             return 0
         outcomes = self.pipeline.run(item.value)
         if not outcomes:
@@ -125,10 +125,10 @@ class Delivery:
         for outcome in outcomes:
             name = outcome.subscription
             if outcome.status != "ok":
-                self._dead(DeadLetter(name, item.index, item.value, outcome.payload, "; ".join(outcome.errors)), invalid=True)
+                self._dead(DeadLetter(name, item.position, item.value, outcome.payload, "; ".join(outcome.errors)), invalid=True)
                 continue
             batch = self._batches[name]
-            batch.append(Outgoing(item.index, item.value, outcome.payload or {}))
+            batch.append(Outgoing(item.position, item.value, outcome.payload or {}))
             if len(batch) >= self._subs[name].batch_size:
                 self._flush(self._subs[name])
             else:
@@ -144,7 +144,7 @@ class Delivery:
             return items
         kept, refused = presend.split(items, self.now())
         for item, reason in refused:
-            self._dead(DeadLetter(sub.name, item.index, item.event, item.payload, reason))
+            self._dead(DeadLetter(sub.name, item.position, item.event, item.payload, reason))
         return kept
 
     def _flush(self, sub: Subscription) -> None:

@@ -206,7 +206,7 @@ class Worker(threading.Thread):
         if presend is not None:
             items, refused = presend.split(items, datetime.now(timezone.utc))
             for item, reason in refused:
-                letters.append(self._decide(rows[item.index], sub.name, item.payload, reason, None, "dead_lettered"))
+                letters.append(self._decide(rows[item.position], sub.name, item.payload, reason, None, "dead_lettered"))
         if self.stop.is_set():
             return False
         if not items:
@@ -228,7 +228,7 @@ class Worker(threading.Thread):
         except _Stopping:
             return False
         for item in items:
-            row = rows[item.index]
+            row = rows[item.position]
             if sub.name in row.pending:
                 row.pending.discard(sub.name)
                 row.fates[sub.name] = "delivered"

@@ -33,7 +33,7 @@ from __future__ import annotations
 import operator
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import jmespath
 from jmespath.exceptions import EmptyExpressionError, IncompleteExpressionError, JMESPathError, LexerError, ParseError
@@ -545,7 +545,7 @@ def _jmespath_predicate(spec: dict[str, Any], pointer: str) -> tuple[str, Predic
     except JMESPathError as error:
         offset = getattr(error, "lex_position", None)
         raise ConfigError(f"invalid JMESPath expression: {_jmespath_problem(error)}", where, offset) from None
-    _check_functions(compiled.parsed, where)
+    _check_functions(cast(dict[str, Any], compiled.parsed), where)
     search = compiled.search
 
     def matches(event: Event) -> bool:

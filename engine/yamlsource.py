@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -146,7 +146,7 @@ class _Converter:
             if node.tag != _CORE + "seq":
                 raise self.error(node, _tag_message(node.tag))
             return [self.convert(item, join_pointer(pointer, i)) for i, item in enumerate(node.value)]
-        return self.scalar(node)
+        return self.scalar(cast(yaml.ScalarNode, node))
 
     def mapping(self, node: yaml.MappingNode, pointer: str) -> dict[str, Any]:
         if node.tag != _CORE + "map":

@@ -24,7 +24,7 @@ event_lists = st.lists(st.dictionaries(st.text(max_size=6), json_values, max_siz
 def values(text: str) -> list[object]:
     items = list(read_events(io.StringIO(text)))
     assert all(isinstance(i, Event) for i in items), items
-    assert [i.index for i in items] == list(range(len(items)))
+    assert [i.position for i in items] == list(range(len(items)))
     return [i.value for i in items]
 
 
@@ -47,7 +47,7 @@ def test_every_shape_reads_the_same_events(events: list[dict], chunk: int) -> No
 def test_a_malformed_line_is_reported_and_the_rest_goes_on() -> None:
     items = list(read_events(io.StringIO('{"a": 1}\n\n{"b": \nnot json\n{"c": 3}\n')))
     assert [type(i) for i in items] == [Event, BadInput, BadInput, Event]
-    assert [(i.index, i.line) for i in items] == [(0, 1), (1, 3), (2, 4), (3, 5)]
+    assert [(i.position, i.line) for i in items] == [(0, 1), (1, 3), (2, 4), (3, 5)]
     assert "not valid JSON" in items[1].message and items[3].value == {"c": 3}
 
 
