@@ -17,7 +17,7 @@ from engine.yamlsource import load_file
 from engine.delivery import CONNECT_TIMEOUT, RetryPolicy, Sender, TokenBucket, Unauthorized, check_credential
 from engine.docs import destination_markdown, key_reference_markdown, update_key_reference
 from engine.errors import ConfigError, ConfigErrors
-from engine.events import BadInput, Event, Item, open_input, read_events
+from engine.events import BadInput, Event, Item, decode, open_input, read_events
 from engine.mappingfile import MappingFile, load_mapping_file
 from engine.mappingtests import run_tests
 from engine.plugintests import run_plugin_tests
@@ -198,8 +198,11 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def _replayed(path: str) -> Iterator[Item]:
+    """The events of a dead-letter file; one kept only as its text (``raw``) is read again, so a line fixed by hand replays."""
     for number, record, problem in read_dead_letters(path):
-        if record is None or record.get("event") is None:
+        if record is not None and record.get("event") is None and isinstance(record.get("raw"), str):
+            yield decode(number - 1, number, record["raw"])
+        elif record is None or record.get("event") is None:
             yield BadInput(number - 1, number, problem or "the dead letter holds no event (it was not valid JSON): nothing to replay")
         else:
             yield Event(number - 1, number, record["event"])

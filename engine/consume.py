@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -28,10 +28,10 @@ import httpx
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from engine.deadletters import DeadLetterFile
+from engine.deadletters import DeadLetterFile, record_text
 from engine.delivery import CONNECT_TIMEOUT, DeadLetter, Outgoing, RetryPolicy, Sender, TokenBucket, Unauthorized
 from engine.errors import ConfigError
-from engine.events import Event
+from engine.events import BadInput, Event, decode
 from engine.mappingfile import MappingFile
 from engine.pipeline import Pipeline
 from engine.send import Delivery, Summary
@@ -229,10 +229,10 @@ class _DeadLetters(DeadLetterFile):
     def write(self, letter: DeadLetter) -> None:
         self.count += 1
         entry = self._offsets.entry(letter.index)
-        record = asdict(letter)
+        record = letter.record()
         del record["index"]
         record.update(topic=entry.partition.topic, partition=entry.partition.number, offset=entry.offset)
-        self._put(entry, letter, self.settings.redact(orjson.dumps(record, default=str).decode()).encode())
+        self._put(entry, letter, self.settings.redact(record_text(record)).encode())
 
     def _put(self, entry: _Entry, letter: DeadLetter, record: bytes) -> None:
         raise NotImplementedError
@@ -315,10 +315,10 @@ class _GroupDelivery(Delivery):
         if waiting and self.opened is None:
             self.opened = time.monotonic()
 
-    def malformed(self, entry: _Entry, reason: str, value: Any) -> None:
-        """A message that is not a JSON object: dead-lettered whole, once, and finished."""
+    def malformed(self, entry: _Entry, reason: str, value: Any, raw: str | None = None) -> None:
+        """A message that is not a JSON object (or past a limit): dead-lettered whole, once, and finished."""
         self.summary.events += 1
-        self._dead(DeadLetter("", entry.seq, value, None, reason), invalid=True)
+        self._dead(DeadLetter("", entry.seq, value, None, reason, raw=raw), invalid=True)
         self._offsets.hold(entry, 0)
 
     def _settle(self, items: list[Outgoing]) -> None:
@@ -474,12 +474,11 @@ class Worker:
         if value is None:
             self.delivery.malformed(entry, "the message has no value (a tombstone): expected a JSON object", None)
             return
-        try:
-            event = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:  # kept as text in the dead letter, so the operator sees what was sent
-            self.delivery.malformed(entry, f"the message value is not valid JSON ({exc}): expected a JSON object",
-                                    value.decode("utf-8", "replace"))
+        item = decode(entry.seq, offset, value)
+        if isinstance(item, BadInput):  # kept as text in the dead letter, so the operator sees what was sent
+            self.delivery.malformed(entry, f"the message value cannot be taken as an event: {item.message}", None, item.raw)
             return
+        event = item.value
         if type(event) is not dict:
             found = _JSON_TYPES.get(type(event), type(event).__name__)
             self.delivery.malformed(entry, f"the message value is JSON but not an object (found {found}): expected a JSON object", event)

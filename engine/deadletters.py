@@ -1,13 +1,15 @@
 """Dead letters: what could not be delivered, kept whole so it can be replayed.
 
 A record holds the original event, the payload (when one was built), the reason,
-the HTTP status, the attempts and the time. Records are NDJSON, one per line, with
+the HTTP status, the attempts and the time; input that could not be read as an
+event (not JSON, past a limit) is kept as its text in ``raw``. Records are NDJSON, one per line, with
 every secret setting masked.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import json
+import re
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -28,8 +30,7 @@ class DeadLetterFile:
     def write(self, letter: DeadLetter) -> None:
         self.count += 1
         if self._out is not None:
-            line = orjson.dumps(asdict(letter), default=str).decode()
-            self._out.write(self.settings.redact(line).encode() + b"\n")
+            self._out.write(self.settings.redact(record_text(letter.record())).encode() + b"\n")
 
     def close(self) -> None:
         if self._out is not None:
@@ -40,6 +41,30 @@ class DeadLetterFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_JSON = re.compile(r'"(?:[^"\\]|\\.)*"|-?Infinity|NaN')  # strings are matched to be skipped
+
+
+def _json_only(match: re.Match[str]) -> str:
+    return match.group() if match.group().startswith('"') else "null"
+
+
+def record_text(record: dict[str, Any]) -> str:
+    """A dead-letter record as one JSON line, whatever the event holds.
+
+    orjson refuses what a library caller may still hand over (lone surrogates,
+    nesting past 254 levels, integers past 64 bits); the stdlib writes those, a
+    lone surrogate (which no UTF-8 text can hold) as U+FFFD and NaN or infinity
+    as null (as orjson does), so a dead letter is never lost to its own encoding
+    and stays readable by ``replay``.
+    """
+    try:
+        return orjson.dumps(record, default=str).decode()
+    except TypeError:
+        text = _SURROGATE.sub("\ufffd", json.dumps(record, default=str, ensure_ascii=False))
+        return _NOT_JSON.sub(_json_only, text)
 
 
 def read_dead_letters(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Callable, Iterator, Literal, NamedTuple
 
 import httpx
 import orjson
@@ -49,6 +49,8 @@ class Outgoing(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    """What could not be delivered, kept whole: the event, or ``raw``, its text, when it could not be read as one."""
+
     subscription: str
     index: int
     event: Any
@@ -57,6 +59,16 @@ class DeadLetter:
     status: int | None = None
     attempts: int = 0
     time: str = field(default_factory=lambda: utc_text(datetime.now(timezone.utc)))
+    raw: str | None = None
+    exhausted: bool = False  # the retry budget ran out: a later attempt may still deliver it
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record of a dead-letter line (``raw`` only when there is one)."""
+        record = asdict(self)
+        del record["exhausted"]
+        if self.raw is None:
+            del record["raw"]
+        return record
 
 
 def utc_text(instant: datetime) -> str:
@@ -233,14 +245,14 @@ class Sender:
     def close(self) -> None:
         self.client.close()
 
-    def requests_for(self, sub: Subscription, items: list[Outgoing]) -> list[dict[str, Any]]:
-        """The exact requests a batch becomes, secrets masked: what ``--dry-run`` prints."""
+    def requests_for(self, sub: Subscription, items: list[Outgoing], dead_letter: Callable[[DeadLetter], None]) -> list[dict[str, Any]]:
+        """The exact requests a batch becomes, secrets masked: what ``--dry-run`` prints (unencodable payloads dead-lettered)."""
         target = self._targets[sub.name]
         requests = []
         for group in self._groups(target, items):
-            body = self._body(target, group)
-            headers = {k: self.settings.redact(v) for k, v in self._headers(target, body).items()}
-            requests.append({"method": target.method, "url": self.settings.redact(target.url), "headers": headers, "body": orjson.loads(body)})
+            for _, body, sent in self._encoded(sub, target, group, dead_letter):
+                headers = {k: self.settings.redact(v) for k, v in sent.items()}
+                requests.append({"method": target.method, "url": self.settings.redact(target.url), "headers": headers, "body": orjson.loads(body)})
         return requests
 
     @staticmethod
@@ -261,6 +273,26 @@ class Sender:
         extra = target.hook(method=target.method, url=target.url, headers=dict(target.headers), body=body, settings=self.settings.values)
         return {**target.headers, **extra}
 
+    def _encoded(
+        self, sub: Subscription, target: _Target, items: list[Outgoing], dead_letter: Callable[[DeadLetter], None]
+    ) -> Iterator[tuple[list[Outgoing], bytes, dict[str, str]]]:
+        """The batch as (payloads, body, headers), split in halves around any payload that cannot be encoded or signed.
+
+        The last guard of the way out: a payload orjson refuses or a plugin hook
+        raises on is dead-lettered alone with the error; its neighbours go on.
+        """
+        try:
+            body = self._body(target, items)
+            yield items, body, self._headers(target, body)
+        except Exception as exc:
+            if len(items) == 1:
+                reason = f"could not be encoded for sending ({type(exc).__name__}: {exc})"
+                dead_letter(self._dead(sub, items[0], reason, None, 0))
+                return
+            middle = len(items) // 2
+            yield from self._encoded(sub, target, items[:middle], dead_letter)
+            yield from self._encoded(sub, target, items[middle:], dead_letter)
+
     def deliver(self, sub: Subscription, items: list[Outgoing], dead_letter: Callable[[DeadLetter], None]) -> None:
         """Send one batch: each payload is counted in ``delivered`` or handed to ``dead_letter`` as soon as its fate is known.
 
@@ -270,10 +302,14 @@ class Sender:
         """
         target = self._targets[sub.name]
         for group in self._groups(target, items):
-            self._bisect(sub, target, group, dead_letter)
+            for encodable, body, headers in self._encoded(sub, target, group, dead_letter):
+                self._bisect(sub, target, encodable, body, headers, dead_letter)
 
-    def _bisect(self, sub: Subscription, target: _Target, items: list[Outgoing], dead_letter: Callable[[DeadLetter], None]) -> None:
-        answer, attempts = self._post(target, items)
+    def _bisect(
+        self, sub: Subscription, target: _Target, items: list[Outgoing], body: bytes, headers: dict[str, str],
+        dead_letter: Callable[[DeadLetter], None],
+    ) -> None:
+        answer, attempts = self._post(target, len(items), body, headers)
         if answer.kind == "ok":
             self.delivered += len(items)
         elif answer.kind == "unauthorized":
@@ -282,27 +318,28 @@ class Sender:
             last = " ".join(str(part) for part in (answer.status, answer.message) if part)
             reason = f"retries exhausted after {attempts} attempts (retry budget {self.policy.max_duration:g} s); last answer: {last}"
             for item in items:
-                dead_letter(self._dead(sub, item, reason, answer.status, attempts))
+                dead_letter(self._dead(sub, item, reason, answer.status, attempts, exhausted=True))
         elif len(items) == 1:
             dead_letter(self._dead(sub, items[0], f"rejected by the server: {answer.message}", answer.status, attempts))
         else:
             middle = len(items) // 2
-            self._bisect(sub, target, items[:middle], dead_letter)
-            self._bisect(sub, target, items[middle:], dead_letter)
+            for half in (items[:middle], items[middle:]):
+                for encodable, half_body, half_headers in self._encoded(sub, target, half, dead_letter):
+                    self._bisect(sub, target, encodable, half_body, half_headers, dead_letter)
 
-    def _dead(self, sub: Subscription, item: Outgoing, reason: str, status: int | None, attempts: int) -> DeadLetter:
-        return DeadLetter(sub.name, item.position, item.event, item.payload, self.settings.redact(reason), status, attempts)
+    def _dead(self, sub: Subscription, item: Outgoing, reason: str, status: int | None, attempts: int,
+              exhausted: bool = False) -> DeadLetter:
+        return DeadLetter(sub.name, item.position, item.event, item.payload, self.settings.redact(reason), status, attempts,
+                          exhausted=exhausted)
 
-    def _post(self, target: _Target, items: list[Outgoing]) -> tuple[Answer, int]:
+    def _post(self, target: _Target, count: int, body: bytes, headers: dict[str, str]) -> tuple[Answer, int]:
         """Send until a final answer or the retry budget is spent; the answer and the attempts made."""
-        body = self._body(target, items)
-        headers = self._headers(target, body)
         started = self.clock()
         attempt = 0
         while True:
             attempt += 1
             if self.pace is not None:
-                self.pace.take(len(items))
+                self.pace.take(count)
             self.requests += 1
             try:
                 answer = classify(self.client.request(target.method, target.url, content=body, headers=headers))

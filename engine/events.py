@@ -4,6 +4,10 @@ Input is streamed: NDJSON line by line and a top-level array element by element,
 so memory stays flat however large the input. A malformed NDJSON line is
 reported with its line number and the reading goes on; a broken array cannot be
 resynchronised, so it ends the input with a located error.
+
+Every event meets the limits of :mod:`engine.limits` here, once: one past them,
+like a piece that is not JSON, becomes a :class:`BadInput` that keeps its text,
+so nothing that arrived is lost and nothing deeper reaches the pipeline.
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator, NamedTuple, cast
 
 import orjson
+
+from engine.limits import event_problem
 
 _CHUNK = 1 << 16
 _MAX_EVENT = 1 << 22  # an array element this long that still does not parse is broken, not cut
@@ -33,11 +40,12 @@ class Event(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class BadInput:
-    """A piece of input that is not JSON: its place and why."""
+    """A piece of input that cannot be taken as an event (not JSON, or past a limit): its place, why, and its text."""
 
     position: int
     line: int
     message: str
+    raw: str | None = None
 
 
 Item = Event | BadInput
@@ -66,53 +74,101 @@ def read_events(stream: IO[str]) -> Iterator[Item]:
     if head.startswith("["):
         yield from _array(stream, first, line_no)
         return
-    try:
-        value = orjson.loads(first)
-    except orjson.JSONDecodeError:
-        if head.startswith("{"):  # a pretty-printed object (or several) over many lines
-            yield from _concatenated(first + stream.read(), line_no)
-            return
-        yield BadInput(0, line_no, _line_error(first))
-    else:
-        yield Event(0, line_no, value)
+    item = decode(0, line_no, first)
+    if isinstance(item, BadInput) and head.startswith("{") and not _parses(first):
+        yield from _concatenated(first + stream.read(), line_no)  # a pretty-printed object (or several) over many lines
+        return
+    yield item
     yield from _ndjson(stream, line_no, 1)
 
 
-def _line_error(line: str) -> str:
+def _parses(text: str) -> bool:
     try:
-        json.loads(line)
-    except json.JSONDecodeError as exc:
-        return f"not valid JSON: {exc.msg} at column {exc.colno}"
-    return "not valid JSON"
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def decode(position: int, line: int, text: str | bytes) -> Item:
+    """One event from its JSON text (an NDJSON line, a queued row, a Kafka message), held to the limits."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return BadInput(position, line, _line_error(text, exc), _as_text(text))
+    problem = event_problem(value, text)
+    if problem is not None:
+        return BadInput(position, line, problem, _as_text(text))
+    return Event(position, line, value)
+
+
+def _as_text(text: str | bytes) -> str:
+    return (text.decode("utf-8", "replace") if isinstance(text, bytes) else text).rstrip("\r\n")
+
+
+def _line_error(text: str | bytes, exc: orjson.JSONDecodeError) -> str:
+    """stdlib's message (it names the column) when it has one; orjson's otherwise (a number past ±1.8e308, a surrogate)."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as stdlib:
+        return f"not valid JSON: {stdlib.msg} at column {stdlib.colno}"
+    except (ValueError, RecursionError):  # an integer past Python's digit limit, nesting past its stack
+        pass
+    return f"not valid JSON: {exc}"
 
 
 def _ndjson(stream: IO[str], line_no: int, index: int) -> Iterator[Item]:
-    loads = orjson.loads
     for line in stream:
         line_no += 1
         if not line.strip():
             continue
-        try:
-            yield Event(index, line_no, loads(line))
-        except orjson.JSONDecodeError:
-            yield BadInput(index, line_no, _line_error(line))
+        yield decode(index, line_no, line)
         index += 1
 
 
+_SCANNER = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
+"""Finds where a value ends; orjson then reads it, so every input form means the same (numbers, NaN, surrogates)."""
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _value_end(text: str, pos: int) -> int | None:
+    """The end of the object or array at ``pos``, counted without recursion (for nesting past the stdlib's stack)."""
+    depth = 0
+    for token in _TOKEN.finditer(text, pos):
+        mark = token.group()
+        if mark in "[{":
+            depth += 1
+        elif mark in "]}":
+            depth -= 1
+            if depth == 0:
+                return token.end()
+    return None
+
+
+def _scan(text: str, pos: int) -> int | None:
+    """Where the JSON value at ``pos`` ends; None when the text ends first; JSONDecodeError when it is not JSON."""
+    try:
+        return _SCANNER.raw_decode(text, pos)[1]
+    except RecursionError:
+        return _value_end(text, pos)
+
+
 def _concatenated(text: str, line_no: int) -> Iterator[Item]:
-    decoder = json.JSONDecoder()
     pos, index = 0, 0
     while True:
-        while pos < len(text) and text[pos] in _WHITESPACE:
-            pos += 1
+        pos = _skip(text, pos)
         if pos >= len(text):
             return
+        where = line_no + text.count("\n", 0, pos)
         try:
-            value, end = decoder.raw_decode(text, pos)
+            end = _scan(text, pos)
         except json.JSONDecodeError as exc:
-            yield BadInput(index, line_no + exc.lineno - 1, f"not valid JSON: {exc.msg} at column {exc.colno}")
+            yield BadInput(index, line_no + exc.lineno - 1, f"not valid JSON: {exc.msg} at column {exc.colno}", text[pos:])
             return
-        yield Event(index, line_no + text.count("\n", 0, pos), value)
+        if end is None:
+            yield BadInput(index, where, "not valid JSON: the input ends inside a value", text[pos:])
+            return
+        yield decode(index, where, text[pos:end])
         pos, index = end, index + 1
 
 
@@ -124,7 +180,6 @@ def _skip(text: str, pos: int) -> int:
 
 def _array(stream: IO[str], first: str, line_no: int) -> Iterator[Item]:
     """Elements of one top-level JSON array, decoded as chunks arrive."""
-    decoder = json.JSONDecoder()
     buffer = first[first.index("[") + 1 :]
     line = line_no  # the line number of buffer[0]
     index, need_value, eof = 0, True, False
@@ -142,15 +197,19 @@ def _array(stream: IO[str], first: str, line_no: int) -> Iterator[Item]:
                 yield BadInput(index, where, "not valid JSON in the array: expected , or ] between elements")
                 return
             try:
-                value, end = decoder.raw_decode(buffer, pos)
+                end = _scan(buffer, pos)
             except json.JSONDecodeError as exc:
                 if not eof and len(buffer) - pos < _MAX_EVENT:
                     break  # the value may go on in the next chunk
-                yield BadInput(index, line + buffer.count("\n", 0, exc.pos), f"not valid JSON in the array: {exc.msg}")
+                yield BadInput(index, line + buffer.count("\n", 0, exc.pos), f"not valid JSON in the array: {exc.msg}",
+                               buffer[pos:pos + _MAX_EVENT])
                 return
-            if end == len(buffer) and not eof:
-                break  # a number may go on in the next chunk
-            yield Event(index, where, value)
+            if end is None or (end == len(buffer) and not eof):
+                if end is None and (eof or len(buffer) - pos >= _MAX_EVENT):
+                    yield BadInput(index, where, "not valid JSON in the array: an element does not end", buffer[pos:pos + _MAX_EVENT])
+                    return
+                break  # the value (or a number) may go on in the next chunk
+            yield decode(index, where, buffer[pos:end])
             pos, index, need_value = _skip(buffer, end), index + 1, False
         if eof:
             yield BadInput(index, line + buffer.count("\n", 0, pos), "the JSON array ends without ]")

@@ -3,19 +3,27 @@
 Applications already send with Segment's (or RudderStack's, or Customer.io's)
 server libraries; pointed here they must just work: ``POST /v1/track|identify|
 page|screen|group|alias|batch``, HTTP Basic auth with a write key as the user
-name (or ``writeKey`` in the body, as Segment also accepts), plain or gzip JSON
-bodies, Segment's limits (32 KB per event, 500 KB per request). A 200 is sent
-only after the events are committed to the queue; anything refused is refused
-whole, with a 4xx that says why, and nothing of it is queued.
+name, or ``Authorization: Bearer <write key>`` (Customer.io's Data Pipelines
+library), or ``writeKey`` in the body (as Segment also accepts), plain or gzip
+JSON bodies, Segment's limits (32 KB per event, 500 KB per request). A 200 is
+sent only after the events are committed to the queue; anything refused is
+refused whole, with a 4xx that says why, and nothing of it is queued. No input
+gets a 5xx: a 5xx means the queue could not store what was valid.
+
+Hostile clients are bounded: events per request (``MAX_BATCH_EVENTS``),
+nesting (``engine.limits.MAX_REQUEST_DEPTH``), the time to send a request head
+(``HEAD_TIMEOUT``, in :class:`IntakeProtocol`) and a body (``BODY_TIMEOUT``).
 
 ``GET /health`` and ``GET /metrics`` (Prometheus text) show the service's state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
+import json
 import sqlite3
 import sys
 import threading
@@ -26,6 +34,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Collection, Iterator
 
+import anyio
+import h11
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -34,16 +44,35 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from engine.delivery import utc_text
+from engine.limits import MAX_DEPTH, MAX_REQUEST_DEPTH, depth_problem
 from engine.queue import CATEGORIES, Queue
 
 EVENT_LIMIT = 32 * 1024
 REQUEST_LIMIT = 500 * 1024
+MAX_BATCH_EVENTS = 10_000
+"""Events in one request. Segment's API limits bytes only, but every event costs the intake a fixed ~0.5 KB
+beyond its bytes (its dict, its ``messageId``, its stored text) until it is committed, so 500 KB of ``{}``
+would be 160,000 of them. Segment's libraries send 100 events per batch (Python, Ruby; .NET 20) within
+475-500 KB, and build events of at least ~250 bytes, so no library batch holds 2,000; 10,000 is five times
+that, room for hand-made batches of 50-byte events, and bounds that cost to ~5 MB per request."""
+HEAD_TIMEOUT = 10.0
+"""Seconds a client has to send a whole request head once connected (or once it starts its next request on a
+kept-alive connection). uvicorn times out only idle kept-alive connections, so without this a client that
+sends half a head keeps its connection, a file descriptor and its buffers forever, and a few thousand such
+clients (slowloris) use up the process's descriptors. A library writes its head at once; 10 s is ample."""
+BODY_TIMEOUT = 30.0
+"""Seconds a client has to send the whole body once its head is in: 500 KB in 30 s is 17 KB/s, far below any
+server's link. Past it the answer is 408 and the connection is closed; nothing of the request is kept."""
 EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 ENDPOINTS = (*EVENT_TYPES, "batch")
 BATCH_SHARED = ("context", "integrations")  # a batch's own context and integrations apply to all its events
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+_GZIP_MAGIC = b"\x1f\x8b"
+_INFLATE_CHUNK = 4096  # compressed bytes fed at a time: a member's leftover input is copied once per member, so
+                       # this bounds the copying of a body of thousands of tiny members
 
 _log_lock = threading.Lock()
 
@@ -118,31 +147,56 @@ def _kb(limit: int) -> str:
     return f"{limit // 1024} KB ({limit} bytes)"
 
 
-async def _read_body(request: Request) -> bytes:
-    """The request body, decompressed, refused as soon as it passes the request limit (a gzip bomb included)."""
+async def _read_body(request: Request, timeout: float) -> bytes:
+    """The request body, decompressed, refused as soon as it passes the request limit (a gzip bomb included)
+    or when it has not all come within ``timeout`` seconds (a client trickling bytes holds a connection)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > REQUEST_LIMIT:
+    if declared.isascii() and declared.isdigit() and int(declared) > REQUEST_LIMIT:
         raise Refused(400, "request_too_large", f"the request body is {declared} bytes; the limit is {_kb(REQUEST_LIMIT)} per request: send fewer events per batch")
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > REQUEST_LIMIT:
-            raise Refused(400, "request_too_large", f"the request body is over the limit of {_kb(REQUEST_LIMIT)} per request: send fewer events per batch")
+    try:
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > REQUEST_LIMIT:
+                    raise Refused(400, "request_too_large", f"the request body is over the limit of {_kb(REQUEST_LIMIT)} per request: send fewer events per batch")
+    except TimeoutError:
+        raise Refused(408, "body_timeout", f"the request body did not all arrive within {timeout:g} s ({len(raw)} bytes came); "
+                                           "nothing of it was kept: send the body at once, and retry") from None
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding in ("", "identity"):
         return bytes(raw)
     if encoding not in ("gzip", "x-gzip"):
         raise Refused(400, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported: send the body plain or gzip-compressed")
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        body = inflate.decompress(bytes(raw), REQUEST_LIMIT + 1)
-    except zlib.error as exc:
-        raise Refused(400, "bad_gzip", f"the body is declared Content-Encoding: gzip but does not decompress ({exc})") from None
-    if len(body) > REQUEST_LIMIT or inflate.unconsumed_tail:
-        raise Refused(400, "request_too_large", f"the decompressed request body is over the limit of {_kb(REQUEST_LIMIT)} per request: send fewer events per batch")
-    if not inflate.eof:
-        raise Refused(400, "bad_gzip", "the gzip body is truncated: it ends before the end of the compressed stream")
-    return body
+    return _gunzip(raw)
+
+
+def _gunzip(raw: bytearray) -> bytes:
+    """Every member of a gzip body (RFC 1952 lets a stream hold several, as ``cat a.gz b.gz`` makes), at most the
+    request limit in all. Bytes after the last member that do not start another are refused, never ignored: a
+    200 must never stand for events that were not read."""
+    data = memoryview(raw)
+    out = bytearray()
+    position = 0
+    while True:
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while not inflate.eof:
+            if position >= len(data):
+                raise Refused(400, "bad_gzip", "the gzip body is truncated: it ends before the end of the compressed stream")
+            chunk = data[position:position + _INFLATE_CHUNK]
+            position += len(chunk)
+            try:
+                out += inflate.decompress(chunk, REQUEST_LIMIT + 1 - len(out))
+            except zlib.error as exc:
+                raise Refused(400, "bad_gzip", f"the body is declared Content-Encoding: gzip but does not decompress ({exc})") from None
+            if len(out) > REQUEST_LIMIT or inflate.unconsumed_tail:
+                raise Refused(400, "request_too_large", f"the decompressed request body is over the limit of {_kb(REQUEST_LIMIT)} per request: send fewer events per batch")
+        position -= len(inflate.unused_data)
+        if position == len(data):
+            return bytes(out)
+        if data[position:position + len(_GZIP_MAGIC)] != _GZIP_MAGIC:
+            raise Refused(400, "bad_gzip", f"the body has {len(data) - position} bytes after the end of its gzip stream that are not "
+                                           "another gzip member: send only the compressed JSON")
 
 
 def _json(body: bytes) -> dict[str, Any]:
@@ -162,39 +216,65 @@ def _kind(value: Any) -> str:
         type(value), "null")
 
 
-def _basic_user(header: str) -> str | None:
-    """The user name of an HTTP Basic ``Authorization`` header (the write key), or None when it is not one."""
-    scheme, _, encoded = header.strip().partition(" ")
-    if scheme.lower() != "basic":
+def _header_key(header: str) -> bytes | None:
+    """The write key an ``Authorization`` header carries, as sent, or None when it carries none.
+
+    HTTP Basic: the user name (Segment's libraries; the password is empty). ``Bearer``: the token
+    (Customer.io's Data Pipelines library sends its ``pk_us_…``/``pk_eu_…`` keys so). Starlette decodes
+    header values as latin-1, so encoding back gives the bytes on the wire; whatever they hold (non-ASCII,
+    broken base64) is at worst a key that does not match, never an error.
+    """
+    parts = header.split(None, 1)
+    if len(parts) != 2:
         return None
     try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        value = parts[1].strip().encode("latin-1")
+    except UnicodeEncodeError:  # not from an HTTP header (an ASGI server other than uvicorn's): not a key
         return None
-    return decoded.partition(":")[0]
+    scheme = parts[0].lower()
+    if scheme == "bearer":
+        return value or None
+    if scheme != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        return None
+    return decoded.partition(b":")[0] or None
+
+
+def _body_key(value: object) -> bytes | None:
+    """``writeKey`` of a body, as UTF-8, or None when it is not a string."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return value.encode()
+    except UnicodeEncodeError:  # a lone surrogate: not a key
+        return None
 
 
 class _Intake:
     """The endpoints, over one queue and one set of write keys."""
 
-    def __init__(self, queue: Queue, write_keys: Collection[str], metrics: Metrics, health: Health) -> None:
+    def __init__(self, queue: Queue, write_keys: Collection[str], metrics: Metrics, health: Health,
+                 body_timeout: float = BODY_TIMEOUT) -> None:
         self.queue = queue
         self.keys = tuple(k.encode() for k in write_keys)
         self.metrics = metrics
         self.health = health
+        self.body_timeout = body_timeout
 
-    def _known(self, key: object) -> bool:
-        if not isinstance(key, str) or not key:
+    def _known(self, key: bytes | None) -> bool:
+        if not key:
             return False
-        given = key.encode()
-        return any(hmac.compare_digest(given, k) for k in self.keys)  # constant time per key
+        return any(hmac.compare_digest(key, k) for k in self.keys)  # constant time per key
 
     def _authorize(self, request: Request) -> bool | None:
         """True or False from the Authorization header; None when there is none (the body may carry ``writeKey``)."""
         header = request.headers.get("authorization")
         if header is None:
             return None
-        return self._known(_basic_user(header))
+        return self._known(_header_key(header))
 
     async def receive(self, request: Request) -> Response:
         kind = request.path_params["kind"]
@@ -203,15 +283,22 @@ class _Intake:
                 raise Refused(404, "not_found", f"no such endpoint: POST /v1/{kind}; the intake serves POST /v1/{{{'|'.join(ENDPOINTS)}}}")
             authorized = self._authorize(request)
             if authorized is False:
-                raise Refused(401, "unauthorized", "the write key is not valid: send it as the user name of HTTP Basic auth (password empty)")
-            body = _json(await _read_body(request))
-            if authorized is None and not self._known(body.get("writeKey")):
-                raise Refused(401, "unauthorized", "no valid write key: send it as the user name of HTTP Basic auth, or as writeKey in the body")
+                raise Refused(401, "unauthorized", "the write key is not valid (Authorization header): send it as the user name "
+                                                   "of HTTP Basic auth (password empty) or as a Bearer token")
+            body = _json(await _read_body(request, self.body_timeout))
+            if authorized is None and not self._known(_body_key(body.get("writeKey"))):
+                raise Refused(401, "unauthorized", "no valid write key: send it as the user name of HTTP Basic auth, "
+                                                   "as a Bearer token, or as writeKey in the body")
             events = _batch_events(body) if kind == "batch" else [_single_event(kind, body)]
+            del body  # only the events' stored texts wait for the queue's lock, not the parsed request
             await run_in_threadpool(self.queue.put, events)
         except Refused as refused:
             log("request_refused", path=request.url.path, status=refused.status, code=refused.code, message=refused.message)
-            headers = {"WWW-Authenticate": 'Basic realm="actionmap"'} if refused.status == 401 else None
+            headers = {}
+            if refused.status == 401:
+                headers["WWW-Authenticate"] = 'Basic realm="actionmap"'
+            if refused.status == 408:  # the rest of the body may still come: do not read it as the next request
+                headers["Connection"] = "close"
             return JSONResponse({"success": False, "code": refused.code, "message": refused.message}, refused.status, headers)
         except ClientDisconnect:  # the client went away mid-body: nothing was stored, and nobody reads this answer
             log("request_abandoned", path=request.url.path)
@@ -223,11 +310,17 @@ class _Intake:
         return JSONResponse({"success": True})
 
     async def health_check(self, request: Request) -> Response:
+        """503 naming the cause while the queue cannot be read or cannot commit (the intake then answers 503
+        too), or the destination refuses the credential; ok again by itself once that has passed."""
         problems = {}
         try:
             await run_in_threadpool(self.queue.ping)
+            cannot_commit = await run_in_threadpool(self.queue.commit_problem)
         except sqlite3.Error as exc:
             problems["queue"] = f"unreachable: {exc}"
+        else:
+            if cannot_commit:
+                problems["queue"] = f"cannot commit: {cannot_commit}"
         if self.health.refused:
             problems["credential"] = f"refused: {self.health.refused}"
         if problems:
@@ -241,8 +334,44 @@ class _Intake:
             return Response(f"the queue cannot be read: {exc}\n", 503, media_type="text/plain")
 
 
-def _stamped(event: dict[str, Any], received_at: str, shared: dict[str, dict[str, Any]]) -> bytes:
-    """The event as stored: as received, plus ``receivedAt``, a ``messageId`` when it has none, the batch's shared objects."""
+class _Encoder:
+    """The JSON texts of one request's values: orjson's, or the standard library's for a value past orjson's
+    255 levels (stored, then dead-lettered as invalid by the worker, so its neighbours are delivered), once
+    the request is known to nest no deeper than ``MAX_REQUEST_DEPTH``. The depth is walked only then, at most
+    once a request: the common request costs nothing more."""
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request = request
+        self.checked = False
+
+    def __call__(self, value: Any) -> bytes:
+        try:
+            return orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            pass
+        if not self.checked:
+            problem = depth_problem(self.request, MAX_REQUEST_DEPTH)
+            if problem is not None:
+                raise _too_deep(problem)
+            self.checked = True
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        except RecursionError:  # not within 512 levels; kept as a refusal all the same, never a 500
+            raise _too_deep(f"nests deeper than this process can encode (the limit is {MAX_REQUEST_DEPTH} levels)") from None
+
+
+def _too_deep(problem: str) -> Refused:
+    return Refused(400, "too_deep", f"the request body {problem}; an event is delivered only if it nests at most "
+                                    f"{MAX_DEPTH} levels: flatten its properties")
+
+
+def _stamped(event: dict[str, Any], received_at: str, shared: dict[str, dict[str, Any]], encode: _Encoder) -> bytes:
+    """The event as stored: as received, plus ``receivedAt``, a ``messageId`` when it has none, the batch's shared objects.
+
+    The text is copied to its own size: orjson (3.12 on) returns bytes whose buffer is 4 KB or more whatever
+    their length, and the event is kept until the queue has it, so 160,000 tiny events held 650 MB that glibc
+    then kept for the process (freed small buffers in its heap are not returned to the system).
+    """
     event.pop("writeKey", None)  # a credential, not event data
     for key, common in shared.items():
         own = event.get(key)
@@ -253,15 +382,16 @@ def _stamped(event: dict[str, Any], received_at: str, shared: dict[str, dict[str
     if event.get("messageId") in (None, ""):
         event["messageId"] = f"api-{uuid.uuid4()}"
     event["receivedAt"] = received_at
-    return orjson.dumps(event)
+    return bytes(memoryview(encode(event)))
 
 
 def _single_event(kind: str, body: dict[str, Any]) -> bytes:
-    size = len(orjson.dumps(body))
+    encode = _Encoder(body)
+    size = len(encode(body))
     if size > EVENT_LIMIT:
         raise Refused(400, "event_too_large", f"the event is {size} bytes as JSON; the limit is {_kb(EVENT_LIMIT)} per event")
     body["type"] = kind
-    return _stamped(body, utc_text_now(), {})
+    return _stamped(body, utc_text_now(), {}, encode)
 
 
 def _batch_events(body: dict[str, Any]) -> list[bytes]:
@@ -269,25 +399,93 @@ def _batch_events(body: dict[str, Any]) -> list[bytes]:
     if type(batch) is not list:
         found = "missing" if batch is None and "batch" not in body else _kind(batch)
         raise Refused(400, "invalid_batch", f'"batch" must be a list of event objects, got {found}')
+    if len(batch) > MAX_BATCH_EVENTS:
+        raise Refused(400, "too_many_events", f"the batch has {len(batch)} events; the limit is {MAX_BATCH_EVENTS} events "
+                                              "per request: send fewer events per batch")
+    encode = _Encoder(body)
+    shared = {key: body[key] for key in BATCH_SHARED if type(body.get(key)) is dict}
+    received_at = utc_text_now()
+    stored = []
     for index, event in enumerate(batch):
         if type(event) is not dict:
             raise Refused(400, "invalid_batch", f"batch[{index}] is {_kind(event)}: each item of the batch must be an event object")
-        size = len(orjson.dumps(event))
+        size = len(encode(event))
         if size > EVENT_LIMIT:
             raise Refused(400, "event_too_large", f"batch[{index}] is {size} bytes as JSON; the limit is {_kb(EVENT_LIMIT)} per event")
-    shared = {key: body[key] for key in BATCH_SHARED if type(body.get(key)) is dict}
-    received_at = utc_text_now()
-    return [_stamped(event, received_at, shared) for event in batch]
+        stored.append(_stamped(event, received_at, shared, encode))
+        batch[index] = None  # its stored text is what is kept: the parsed event goes now, not with the whole batch
+    return stored
 
 
-def create_app(queue: Queue, write_keys: Collection[str], metrics: Metrics | None = None, health: Health | None = None) -> Starlette:
-    """The intake's ASGI app; ``metrics`` and ``health`` are shared with the runtime's workers."""
+def create_app(queue: Queue, write_keys: Collection[str], metrics: Metrics | None = None, health: Health | None = None,
+               body_timeout: float = BODY_TIMEOUT) -> Starlette:
+    """The intake's ASGI app; ``metrics`` and ``health`` are shared with the runtime's workers. Serve it with
+    ``http=IntakeProtocol`` so that request heads are timed out too."""
     if not write_keys:
         raise ValueError("the intake needs at least one write key")
     health = health or Health()
-    intake = _Intake(queue, write_keys, metrics or Metrics(queue, health), health)
+    intake = _Intake(queue, write_keys, metrics or Metrics(queue, health), health, body_timeout)
     return Starlette(routes=[
         Route("/v1/{kind}", intake.receive, methods=["POST"]),
         Route("/health", intake.health_check, methods=["GET"]),
         Route("/metrics", intake.metrics_text, methods=["GET"]),
     ])
+
+
+class IntakeProtocol(H11Protocol):
+    """uvicorn's h11 protocol plus the deadline it lacks: a client must send a whole request head within
+    ``head_timeout`` seconds of connecting, or of starting its next request on a kept-alive connection.
+
+    The timer runs while the connection waits for the client with no request in hand (before a head is
+    complete, or while the rest of an answered request's body is discarded); a request being served is
+    bounded by the app (its body by ``BODY_TIMEOUT``). Set ``head_timeout`` in a subclass to change it.
+    """
+
+    head_timeout: float = HEAD_TIMEOUT
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_overdue)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._waiting():
+            self._cancel_head_timer()
+        elif self._head_timer is None and not self.transport.is_closing():
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_overdue)  # never re-armed: a byte
+            # every few seconds does not buy more time
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._cancel_head_timer()
+
+    def _waiting(self) -> bool:
+        """No request is being served: whatever the client owes is a head (or a body nobody reads)."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        if not self._waiting() or self.transport.is_closing():
+            return
+        partial = self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
+        if partial:  # a client that connects and sends nothing (a pre-opened connection) is closed quietly
+            client = "%s:%d" % self.client if self.client else None
+            log("request_head_timeout", client=client, seconds=self.head_timeout,
+                action="connection closed: the client sent part of a request head and then nothing")
+            if self.conn.our_state is h11.IDLE:
+                message = f"the request head did not all arrive within {self.head_timeout:g} s; the connection is closed\n".encode()
+                try:
+                    self.transport.write(self.conn.send(h11.Response(status_code=408, reason=b"Request Timeout", headers=[
+                        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(message)).encode()),
+                        (b"connection", b"close")])) or b"")
+                    self.transport.write(self.conn.send(h11.Data(data=message)) or b"")
+                    self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
+                except h11.LocalProtocolError:  # h11 will not answer in this state: closing says enough
+                    pass
+        self.transport.close()

@@ -12,6 +12,7 @@ would index an array with it and JSONPath never does: write ``a[0]`` or ``a['0']
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable
 
@@ -20,6 +21,7 @@ from jsonpath_rfc9535.selectors import NameSelector
 from jsonpath_rfc9535.tokens import Token
 
 from engine.errors import ConfigError, MappingFailure
+from engine.limits import MAX_EXPRESSION_DEPTH, MAX_INT_DIGITS
 from engine.missing import MISSING
 
 Key = str | int
@@ -116,6 +118,9 @@ def compile_path(text: str, pointer: str = "") -> Path:
 
 
 def _compile_jsonpath(text: str, pointer: str) -> Path:
+    problem = expression_problem(text)
+    if problem is not None:
+        raise ConfigError(f"invalid JSONPath {shorten(text)} at column {problem[1] + 1}: {problem[0]}", pointer, problem[1])
     try:
         query = _ENV.compile(text)
     except jsonpath_rfc9535.JSONPathError as error:
@@ -156,7 +161,7 @@ def _dotted_keys(text: str, pointer: str) -> tuple[Key, ...]:
     """Split a dotted path (``a.b[0]``, ``a['x.y']``, ``context.user agent``) into keys."""
 
     def fail(why: str, offset: int) -> ConfigError:
-        return ConfigError(f"invalid path {text!r} at column {offset + 1}: {why}", pointer, offset)
+        return ConfigError(f"invalid path {shorten(text)} at column {offset + 1}: {why}", pointer, offset)
 
     if text == "":
         raise fail("the path is empty (use $ for the whole event)", 0)
@@ -177,6 +182,9 @@ def _dotted_keys(text: str, pointer: str) -> tuple[Key, ...]:
         if step.group("dot") is not None:
             keys.append(_dotted_name(step.group("dot"), at + 1, fail))
         elif step.group("index") is not None:
+            digits = step.group("index").lstrip("-")
+            if len(digits) > MAX_INT_DIGITS:
+                raise fail(too_many_digits(len(digits)), at + 1)
             index = int(step.group("index"))
             if abs(index) > _MAX_INDEX:
                 raise fail(f"index {index} is out of range (at most {_MAX_INDEX})", at + 1)
@@ -195,3 +203,113 @@ def _dotted_name(name: str, offset: int, fail: Callable[[str, int], ConfigError]
         # Segment would index an array with it, JSONPath never does: make the operator say which.
         raise fail(f"{name!r} is ambiguous; write [{name}] for an array index or ['{name}'] for a key", offset)
     return name
+
+
+# --- limits of an expression, checked before a library parser sees it ----------------------
+
+_NUMBER_TOKEN = re.compile(r"[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_NESTING_HINT = "brackets, parentheses, negations and chained operators count"
+
+
+def too_many_digits(count: int) -> str:
+    """The message for an integer longer than MAX_INT_DIGITS, shared by every expression language."""
+    return (
+        f"an integer of {count:,} digits is over the limit of {MAX_INT_DIGITS} digits in an expression; "
+        "write a smaller number, or quote it as text"
+    )
+
+
+def too_deep(what: str) -> str:
+    """The message for an expression nesting past MAX_EXPRESSION_DEPTH, shared by every expression language."""
+    return f"{what} nests deeper than {MAX_EXPRESSION_DEPTH} levels, the limit for one expression; split it or write it flatter"
+
+
+def shorten(text: str) -> str:
+    """An expression quoted for a message, cut so a hostile one does not fill the screen."""
+    return repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
+
+
+def expression_problem(text: str, jmespath: bool = False) -> tuple[str, int] | None:
+    """Why a JSONPath (or, with ``jmespath``, JMESPath) text breaks the expression limits, and the offset where; or None.
+
+    Both libraries parse by recursion and read integers of any length with ``int()``,
+    so a hostile expression would end in a RecursionError or in Python's 4,300-digit
+    ValueError. This one iterative pass bounds what they will see: ``MAX_EXPRESSION_DEPTH``
+    counts open brackets, braces and parentheses plus, inside each, the operators that
+    make the parsers recurse without a bracket (``!``, ``&&`` and ``||`` in JSONPath;
+    ``!``, ``&``, ``*`` and every ``[`` in JMESPath, whose projections nest), and
+    ``MAX_INT_DIGITS`` bounds each integer. Strings are skipped; a JMESPath backtick
+    literal is JSON and is counted like the rest. It over-counts rather than
+    under-counts: an expression it passes cannot recurse deep.
+    """
+    # Per open group, the recursion its operators add: `weak` ends at the next operator that
+    # binds less (JMESPath's |, ||, &&, comparisons), `strong` only at a comma or colon.
+    weak, strong = [0], [0]
+    level = 0  # open groups plus every pending count: what the parser's stack holds here
+    literal = False  # inside a JMESPath `...` literal
+    at, end = 0, len(text)
+    while at < end:
+        ch = text[at]
+        if ch == '"' or (ch == "'" and not literal):
+            close = at + 1
+            while close < end and text[close] != ch:
+                close += 2 if text[close] == "\\" else 1
+            at = close + 1
+            continue
+        if "0" <= ch <= "9":
+            number = _NUMBER_TOKEN.match(text, at)
+            assert number is not None
+            if not (number.group(1) or number.group(2)):
+                if number.end() - at > MAX_INT_DIGITS:
+                    return too_many_digits(number.end() - at), at
+            elif not math.isfinite(float(number.group())):
+                return f"the number {shorten(number.group())} is out of range (a double holds up to about 1.8e308)", at
+            at = number.end()
+            continue
+        if ch.isalpha() or ch == "_":
+            while at < end and (text[at].isalnum() or text[at] == "_"):
+                at += 1
+            continue
+        pair = text[at : at + 2]
+        if jmespath and ch == "`":
+            literal = not literal
+        elif literal and ch == "\\":
+            at += 1  # an escaped backtick
+        elif ch in "([{":
+            if jmespath and ch == "[" and not literal:  # maybe a projection, which nests what follows
+                weak[-1] += 1
+                level += 1
+            weak.append(0)
+            strong.append(0)
+            level += 1
+        elif ch in ")]}":
+            if len(weak) > 1:
+                level -= weak.pop() + strong.pop() + 1
+        elif pair in ("&&", "||"):
+            if jmespath:
+                level -= weak[-1]
+                weak[-1] = 0
+            else:  # JSONPath's parser recurses once per && and ||
+                strong[-1] += 1
+                level += 1
+            at += 2
+            continue
+        elif ch == "," or (jmespath and ch == ":"):
+            level -= weak[-1] + strong[-1]
+            weak[-1] = strong[-1] = 0
+        elif ch == "!" and pair != "!=":
+            (weak if jmespath else strong)[-1] += 1
+            level += 1
+        elif jmespath and ch == "&":  # an expression reference reaches to the next comma or bracket
+            strong[-1] += 1
+            level += 1
+        elif jmespath and ch == "*":
+            weak[-1] += 1
+            level += 1
+        elif jmespath and ch in "|=<>!":
+            level -= weak[-1]
+            weak[-1] = 0
+        if level > MAX_EXPRESSION_DEPTH:
+            return too_deep("the expression") + f" ({_NESTING_HINT})", at
+        at += 1
+    return None

@@ -18,7 +18,9 @@ Where the spec is silent:
   0 or false; empty arrays and objects are not blank.
 - ``@replace`` and ``@case`` pass null, arrays and objects through unchanged; the
   replacement is literal text (no ``$1`` / ``$&`` substitution as in JavaScript).
-- ``@json`` decode passes non-strings through unchanged; NaN/Infinity do not parse.
+- ``@json`` decode passes non-strings (and text that is not JSON) through unchanged;
+  NaN/Infinity do not parse; what it decodes is held to the event limits (64 levels,
+  64-bit integers), past them the event is invalid.
 - ``@flatten`` of a scalar gives the scalar; a top-level array is flattened to index
   keys unless ``omitArrays``.
 - ``@arrayPath`` without an item shape is its path; a shape must be a non-empty object.
@@ -28,8 +30,11 @@ Where the spec is silent:
   an unclosed ``{{`` or an empty placeholder is a load-time error, not literal text.
 - ``@timestamp`` truncates to milliseconds (never rounds into the next second);
   ``iso`` reads what ``datetime.fromisoformat`` reads (ISO 8601, incl. ``Z``).
-- ``@jmespath`` function names and argument counts are checked at load time
-  (the library would only fail per event).
+- ``@jmespath`` function names, argument counts and zero slice steps are checked at
+  load time (the library would only fail per event); any other error it raises on an
+  event makes that event invalid.
+- A mapping value nests at most ``MAX_MAPPING_DEPTH`` levels (objects, lists and
+  directives), and a literal integer must fit in 64 bits: a payload must encode.
 - A key starting with ``@`` always marks a directive, so a plain output key cannot
   start with ``@``.
 """
@@ -50,7 +55,8 @@ import jmespath.exceptions
 import jmespath.functions
 
 from engine.errors import ConfigError, MappingFailure
-from engine.jsonpath import Getter, compile_path
+from engine.jsonpath import Getter, compile_path, expression_problem, shorten
+from engine.limits import MAX_DEPTH, MAX_INT, MAX_MAPPING_DEPTH, MIN_INT, depth_problem
 from engine.missing import MISSING
 from engine.yamlsource import join_pointer
 
@@ -327,6 +333,39 @@ def _list_item(value: Any) -> Any:
 
 def compile_mapping(value: Any, pointer: str = "") -> Node:
     """Compile a mapping value (as loaded from YAML/JSON); ConfigError names the bad node."""
+    _check_depth(value, pointer)
+    return _compile(value, pointer)
+
+
+def _check_depth(value: Any, pointer: str) -> None:
+    """Refuse a value nesting past MAX_MAPPING_DEPTH before the recursive compiler walks it.
+
+    Objects, lists and directives are a level each (a directive's own argument object or
+    list is part of it); the bound keeps the compiler and every payload's encoding within
+    their stacks. Iterative, so any input depth is safe to measure.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, pointer, 1)]
+    while stack:
+        node, where, depth = stack.pop()
+        kind = type(node)
+        if kind is not dict and kind is not list:
+            continue
+        if depth > MAX_MAPPING_DEPTH:
+            raise ConfigError(
+                f"this mapping value nests deeper than {MAX_MAPPING_DEPTH} levels of objects, lists and directives, "
+                "the limit for one mapping value; flatten it, or build the deep part in the event and read it with one path",
+                where,
+            )
+        for key, child in node.items() if kind is dict else enumerate(node):
+            inside = join_pointer(where, key)
+            if kind is dict and type(key) is str and key.startswith("@") and type(child) in (dict, list):
+                arguments = child.items() if type(child) is dict else enumerate(child)
+                stack.extend((item, join_pointer(inside, name), depth + 1) for name, item in arguments)
+            else:
+                stack.append((child, inside, depth + 1))
+
+
+def _compile(value: Any, pointer: str) -> Node:
     kind = type(value)
     if kind is str:
         return _path(value, pointer) if value.startswith("$") else Literal(value)
@@ -336,7 +375,7 @@ def compile_mapping(value: Any, pointer: str = "") -> Node:
             return _directive(value, pointer)
         return _object(value, pointer)
     if kind is list:
-        return _list([compile_mapping(item, join_pointer(pointer, index)) for index, item in enumerate(value)])
+        return _list([_compile(item, join_pointer(pointer, index)) for index, item in enumerate(value)])
     _check_json(value, pointer)
     return Literal(value)
 
@@ -348,7 +387,7 @@ def _path(text: str, pointer: str) -> Node:
 
 def _object(value: dict[str, Any], pointer: str) -> Node:
     keys = tuple(value)
-    parts = [compile_mapping(value[key], join_pointer(pointer, key)) for key in keys]
+    parts = [_compile(value[key], join_pointer(pointer, key)) for key in keys]
     constants = [part.value for part in parts if isinstance(part, Literal)]
     if len(constants) == len(parts):
         return Literal(dict(zip(keys, constants)))
@@ -418,7 +457,7 @@ def _option(args: dict[str, Any], key: str, pointer: str, directive: str, kind: 
 
 
 def _argument(args: dict[str, Any], key: str, pointer: str) -> Node:
-    return compile_mapping(args[key], join_pointer(pointer, key))
+    return _compile(args[key], join_pointer(pointer, key))
 
 
 def _string_argument(raw: Any, pointer: str, directive: str, what: str) -> str:
@@ -442,7 +481,7 @@ def _literal(raw: Any, pointer: str) -> Node:
 def _coalesce(raw: Any, pointer: str) -> Node:
     if type(raw) is not list or not raw:
         raise ConfigError(f"@coalesce takes a non-empty list of mapping values, not {_a(raw)}", pointer)
-    return Coalesce(tuple(compile_mapping(item, join_pointer(pointer, index)) for index, item in enumerate(raw)))
+    return Coalesce(tuple(_compile(item, join_pointer(pointer, index)) for index, item in enumerate(raw)))
 
 
 def _if(raw: Any, pointer: str) -> Node:
@@ -514,17 +553,29 @@ def _json_directive(raw: Any, pointer: str) -> Node:
 
 
 def _decoded(value: Any) -> Any:
-    """The parsed JSON text, or the value itself when it is not a string of JSON."""
+    """The parsed JSON text, or the value itself when it is not a string of JSON.
+
+    The text comes from the event, so what it decodes to is held to the event limits
+    (depth, 64-bit integers): a payload must still encode, and every later walk is safe.
+    """
     if type(value) is not str:
         return value
     try:
-        return json.loads(value, parse_constant=_no_constant)
-    except (ValueError, RecursionError):
+        decoded = json.loads(value, parse_constant=_no_constant)
+    except json.JSONDecodeError:
         return value
+    except RecursionError:
+        raise MappingFailure(f"@json decode: the text nests deeper than {MAX_DEPTH} levels of objects and arrays (the limit)") from None
+    except ValueError:  # past Python's 4,300 digits for one integer
+        raise MappingFailure("@json decode: the text holds an integer outside the 64-bit range; send it as a string") from None
+    problem = depth_problem(decoded)
+    if problem is not None:
+        raise MappingFailure(f"@json decode: the text {problem}")
+    return decoded
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
 
 
 def _flatten(raw: Any, pointer: str) -> Node:
@@ -558,7 +609,7 @@ def _merge(raw: Any, pointer: str) -> Node:
     entries = args["objects"]
     if type(entries) is not list or not entries:
         raise ConfigError(f"@merge objects must be a non-empty list of mapping values, not {_a(entries)}", join_pointer(pointer, "objects"))
-    parts = [compile_mapping(entry, join_pointer(pointer, "objects", index)) for index, entry in enumerate(entries)]
+    parts = [_compile(entry, join_pointer(pointer, "objects", index)) for index, entry in enumerate(entries)]
     for index, part in enumerate(parts):
         if isinstance(part, Literal) and type(part.value) not in (dict, type(None)):
             raise ConfigError(f"@merge can only merge objects, but entry {index} is {_a(part.value)}", join_pointer(pointer, "objects", index))
@@ -583,12 +634,12 @@ def _array_path(raw: Any, pointer: str) -> Node:
     if type(raw) is not list or len(raw) not in (1, 2):
         raise ConfigError(f"@arrayPath takes [path] or [path, item shape], not {_a(raw)}", pointer)
     first = join_pointer(pointer, 0)
-    array = _path_directive(raw[0], first) if type(raw[0]) is str else compile_mapping(raw[0], first)
+    array = _path_directive(raw[0], first) if type(raw[0]) is str else _compile(raw[0], first)
     if len(raw) == 1:
         return array
     if type(raw[1]) is not dict or not raw[1]:
         raise ConfigError(f"@arrayPath item shape must be a non-empty object, not {_a(raw[1])}; leave it out to keep the array as it is", join_pointer(pointer, 1))
-    return ArrayPath(array, compile_mapping(raw[1], join_pointer(pointer, 1)))
+    return ArrayPath(array, _compile(raw[1], join_pointer(pointer, 1)))
 
 
 def _transform(raw: Any, pointer: str) -> Node:
@@ -597,7 +648,7 @@ def _transform(raw: Any, pointer: str) -> Node:
 
 
 def _exclude_when_null(raw: Any, pointer: str) -> Node:
-    value = compile_mapping(raw, pointer)
+    value = _compile(raw, pointer)
     return Apply(f"@excludeWhenNull({value.source})", value, _without_nulls)
 
 
@@ -614,6 +665,9 @@ def _without_nulls(value: Any) -> Any:
 
 def _jmespath(raw: Any, pointer: str) -> Node:
     expression = _string_argument(raw, pointer, "@jmespath", "a JMESPath expression")
+    problem = expression_problem(expression, jmespath=True)
+    if problem is not None:
+        raise ConfigError(f"invalid JMESPath {shorten(expression)} at column {problem[1] + 1}: {problem[0]}", pointer, problem[1])
     try:
         parsed = jmespath.compile(expression)
     except jmespath.exceptions.JMESPathError as error:
@@ -677,14 +731,24 @@ def _jmespath_reason(error: jmespath.exceptions.JMESPathError) -> str:
 
 
 _JMESPATH_FUNCTIONS: dict[str, Any] = jmespath.functions.Functions().FUNCTION_TABLE
+_ZERO_STEP = re.compile(r":[^:\[\]]*:\s*-?0+\s*\]")
 
 
 def _check_functions(tree: dict[str, Any], expression: str, pointer: str) -> None:
-    """Unknown functions and wrong argument counts, which jmespath only finds per event."""
+    """Unknown functions, wrong argument counts and zero slice steps, which jmespath only finds per event."""
     stack = [tree]
     while stack:
         node = stack.pop()
         stack.extend(child for child in node.get("children", ()) if type(child) is dict)
+        if node["type"] == "slice" and node["children"][2] == 0:
+            step = _ZERO_STEP.search(expression)
+            offset = step.start() if step else 0
+            raise ConfigError(
+                f"invalid JMESPath {shorten(expression)} at column {offset + 1}: a slice step cannot be zero; "
+                "leave it out ([start:stop]) or write 1 or -1",
+                pointer,
+                offset,
+            )
         if node["type"] != "function_expression":
             continue
         name, count = node["value"], len(node["children"])
@@ -862,6 +926,11 @@ def _check_json(value: Any, pointer: str) -> None:
             _check_json(item, join_pointer(pointer, index))
     elif kind is float and not math.isfinite(value):
         raise ConfigError(f"{value} is not a JSON number; JSON has no NaN or infinity", pointer)
+    elif kind is int and not MIN_INT <= value <= MAX_INT:
+        raise ConfigError(
+            f"the integer {_shown(value)} is outside the 64-bit range payloads can carry ({MIN_INT} to {MAX_INT}); quote it to send it as text",
+            pointer,
+        )
     elif kind not in (str, int, bool, type(None), float):
         raise ConfigError(f"{_a(value)} is not a JSON value; quote it if it is meant as text", pointer)
 

@@ -4,7 +4,8 @@ This is the per-event path. Everything here was compiled when the mapping file
 loaded; per event we only walk, compare and copy: each subscription is one trigger
 predicate and one fused map-and-check pass (``FieldSet.builder``). Nothing raises
 for bad event data: a problem becomes an ``invalid`` outcome that names the field
-and the rule.
+and the rule, and an unexpected exception on one event's path (a bug) makes that
+event invalid with the error rather than stopping the events around it.
 """
 
 from __future__ import annotations
@@ -61,25 +62,38 @@ class Pipeline:
                 Outcome(s.name, s.action.slug, "invalid", errors=(f"the event is not a JSON object (found {found})",))
                 for s in self.subscriptions
             ]
-        if not self._allowed(event):
+        try:
+            allowed = self._allowed(event)
+        except Exception as exc:  # the last guard, as below
+            return [_failed(s, exc) for s in self.subscriptions]
+        if not allowed:
             if not include_filtered:
                 return []
             reason = f"the event's integrations object turns {self._destination} off"
             return [Outcome(s.name, s.action.slug, "filtered", reason=reason) for s in self.subscriptions]
         outcomes = []
         for sub, matches, build in self._compiled:
-            if not matches(event):
-                if include_filtered:
-                    outcomes.append(Outcome(sub.name, sub.action.slug, "filtered", reason=f"trigger is false: {sub.trigger.source}"))
-            elif explain:
-                outcomes.append(_explained(sub, event))
-            else:
-                payload, problems = build(event)
-                if problems:
-                    outcomes.append(Outcome(sub.name, sub.action.slug, "invalid", payload, tuple(p.message for p in problems)))
+            try:
+                if not matches(event):
+                    if include_filtered:
+                        outcomes.append(Outcome(sub.name, sub.action.slug, "filtered", reason=f"trigger is false: {sub.trigger.source}"))
+                elif explain:
+                    outcomes.append(_explained(sub, event))
                 else:
-                    outcomes.append(Outcome(sub.name, sub.action.slug, "ok", payload))
+                    payload, problems = build(event)
+                    if problems:
+                        outcomes.append(Outcome(sub.name, sub.action.slug, "invalid", payload, tuple(p.message for p in problems)))
+                    else:
+                        outcomes.append(Outcome(sub.name, sub.action.slug, "ok", payload))
+            except Exception as exc:  # the last guard: a fault on one event's path makes that event invalid, never stops the rest
+                outcomes.append(_failed(sub, exc))
         return outcomes
+
+
+def _failed(sub: Subscription, exc: Exception) -> Outcome:
+    """The outcome of an event whose mapping raised where nothing should: invalid, with the error, for the operator to report."""
+    error = f"internal error while mapping this event ({type(exc).__name__}: {exc}); it is kept in the dead letters: please report it"
+    return Outcome(sub.name, sub.action.slug, "invalid", errors=(error,))
 
 
 def _explained(sub: Subscription, event: dict[str, Any]) -> Outcome:

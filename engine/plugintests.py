@@ -15,7 +15,7 @@ import yaml
 
 from engine import schemas
 from engine.definitions import Catalog
-from engine.delivery import Outgoing, Sender
+from engine.delivery import DeadLetter, Outgoing, Sender
 from engine.errors import ConfigError
 from engine.mappingfile import load_mapping_document
 from engine.mappingtests import CaseResult, payload_diff
@@ -65,11 +65,14 @@ def _run_case(catalog: Catalog, slug: str, action: str, case: dict[str, Any], wh
     if outcome.status != "ok":
         return (f"expected a request, but the event is {outcome.status}: " + "; ".join(outcome.errors or [outcome.reason or ""]),)
     sender = Sender(mapping)
+    refused: list[DeadLetter] = []
     try:
-        (request,) = sender.requests_for(mapping.subscriptions[0], [Outgoing(0, case["event"], outcome.payload or {})])
+        requests = sender.requests_for(mapping.subscriptions[0], [Outgoing(0, case["event"], outcome.payload or {})], refused.append)
     finally:
         sender.close()
-    return tuple(_compare_request(case["request"], request))
+    if refused:
+        return (f"expected a request, but the payload was refused: {refused[0].reason}",)
+    return tuple(_compare_request(case["request"], requests[0]))
 
 
 def run_plugin_tests(folder: Path, catalog: Catalog | None = None) -> list[CaseResult]:

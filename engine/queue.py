@@ -28,10 +28,14 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 import orjson
 
 from engine.errors import ConfigError
+from engine.events import Event, decode
 
 SCHEMA_VERSION = 1
 DB_NAME = "queue.sqlite3"
 LOCK_NAME = "serve.lock"
+BUSY_TIMEOUT = 30.0  # seconds a commit waits for another process's lock (the dead-letters command) before failing
+RESERVE_BYTES = 256 * 1024  # put() refuses events while less is free: workers need room to record deliveries, which frees space
+PROBE_INTERVAL = 1.0  # at most one write probe a second from /health, and only while commits fail
 
 Category = Literal["delivered", "filtered", "invalid", "dead_lettered"]
 CATEGORIES: tuple[Category, ...] = ("delivered", "filtered", "invalid", "dead_lettered")
@@ -116,12 +120,46 @@ def _unusable(path: Path, problem: object) -> ConfigError:
     )
 
 
+class DiskFull(sqlite3.OperationalError):
+    """put() refused the events: less than RESERVE_BYTES are free. A queue that fills its disk to the last byte
+    cannot drain any more (a delivery is a commit, and a commit needs room in the WAL), so the rest is kept for
+    the workers. A ``sqlite3.Error``, so the intake answers 503 as for any commit that failed."""
+
+    sqlite_errorcode = sqlite3.SQLITE_FULL
+    sqlite_errorname = "SQLITE_FULL"
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """The last commit that failed, until one succeeds: what /health reports."""
+
+    problem: str
+    since: float  # unix time of the first failure of this run of failures
+
+
+def _free_bytes(directory: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the filesystem of ``directory``; None when it cannot be told."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _amount(size: int) -> str:
+    return f"{size} bytes" if size < 10 * 1024 else f"{size // 1024} KB"
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """Open and check the queue file; every problem is a ConfigError naming it, never a new empty queue over old data."""
     if path.exists() and not path.is_file():
         raise _unusable(path, "it is not a regular file")
     try:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT)
     except sqlite3.Error as exc:
         raise _unusable(path, exc) from None
     try:
@@ -191,6 +229,9 @@ class Queue:
             self._unlock()
             raise
         self._mutex = threading.Lock()
+        self._wal = self.path.with_name(self.path.name + "-wal")
+        self._failure: _Failure | None = None
+        self._probed = 0.0  # time.monotonic() of the last write probe
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
@@ -204,15 +245,129 @@ class Queue:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (committed, synced, before this returns)."""
+        """One write transaction (committed, synced, before this returns).
+
+        A failure is rolled back whatever failed, the COMMIT included (SQLite may leave the transaction open
+        after SQLITE_FULL or an I/O error, and every later BEGIN would then fail), and remembered for /health
+        until a commit that changed something succeeds (a claim that found nothing writes nothing, so it
+        proves nothing).
+        """
         with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._db
+            if db.in_transaction:  # a ROLLBACK that failed last time: try again before anything else
+                db.execute("ROLLBACK")
+            changes = db.total_changes
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("BEGIN IMMEDIATE")
+                yield db
+                db.execute("COMMIT")
+            except BaseException as exc:
+                self._abort(exc)
                 raise
-            self._db.execute("COMMIT")
+            if db.total_changes != changes:
+                self._failure = None
+            self._keep_wal_small()
+
+    def _abort(self, exc: BaseException) -> None:
+        """Roll back a failed write, remember why, and give back the WAL's space when the disk is full."""
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # retried by the next _write; the original error is the one to report
+        if not isinstance(exc, sqlite3.Error):
+            return
+        failure = self._failure
+        self._failure = _Failure(self._explain(exc), failure.since if failure else time.time())
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
+            self._checkpoint()
+
+    def _explain(self, exc: sqlite3.Error) -> str:
+        """What is wrong, for an operator: the cause by SQLite's error code, and what to do."""
+        if isinstance(exc, DiskFull):
+            return str(exc)
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code == sqlite3.SQLITE_FULL:
+            free = _free_bytes(self.data_dir)
+            room = "" if free is None else f"{_amount(free)} free; "
+            return (f"the disk of {self.data_dir} is full ({room}SQLite: {exc}): free space on it, "
+                    f"the queue resumes by itself")
+        if code == sqlite3.SQLITE_IOERR:
+            return f"disk I/O error on {self.path} (SQLite: {exc}): check the disk and the kernel log (dmesg)"
+        if code == sqlite3.SQLITE_READONLY:
+            return (f"{self.path} cannot be written (SQLite: {exc}): check its permissions and that "
+                    f"its filesystem is mounted read-write")
+        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return f"{self.path} is damaged (SQLite: {exc}): stop the service and restore the file from a backup"
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return (f"{self.path} is locked by another program for over {BUSY_TIMEOUT:g} s (SQLite: {exc}): "
+                    f"find it (fuser {self.path}) and stop it")
+        if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+            return f"{self.path} or its directory cannot be opened (SQLite: {exc}): check they exist and their permissions"
+        return f"{exc} ({self.path})"
+
+    def _keep_wal_small(self) -> None:
+        """Checkpoint when the WAL is larger than the free space left.
+
+        SQLite checkpoints on its own only once the WAL holds 1000 pages (4 MB), and until a checkpoint the
+        WAL only grows: on a volume of a few MB it alone fills the disk, after which no commit (a delivery's
+        included) succeeds again, even with the queue empty. Checkpointing while the free space still exceeds the WAL also
+        means the database file has room to take the WAL's pages. Two system calls a commit; on a roomy
+        disk the condition never holds.
+        """
+        free = _free_bytes(self.data_dir)
+        if free is None:
+            return
+        try:
+            wal = self._wal.stat().st_size
+        except OSError:
+            return
+        if wal > free:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it to zero bytes, giving its space back.
+
+        Never waits: with another process reading (the dead-letters command) it gives up, and is tried again
+        after a later commit.
+        """
+        db = self._db
+        try:
+            db.execute("PRAGMA busy_timeout = 0")
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        except sqlite3.Error:
+            pass  # no room for the database file to take the WAL's pages yet: the WAL stays as it is
+
+    def commit_problem(self) -> str | None:
+        """Why the queue cannot commit now, None when it can: what /health reports.
+
+        Cheap enough for every health check: one statvfs; and only while the last commit failed, a one-row
+        write probe at most every PROBE_INTERVAL, so health turns ok by itself once commits work again,
+        with no traffic. Below the reserve the answer needs no write at all (a probe would eat the room
+        kept for deliveries).
+        """
+        free = _free_bytes(self.data_dir)
+        failure = self._failure
+        if free is not None and free < RESERVE_BYTES:
+            return self._reserve_text(free) + (f" (failing since {_utc(failure.since)})" if failure else "")
+        if failure is not None and time.monotonic() - self._probed >= PROBE_INTERVAL:
+            self._probed = time.monotonic()
+            try:
+                with self._write() as db:
+                    db.execute("INSERT INTO meta VALUES ('health_probe', 1) "
+                               "ON CONFLICT (key) DO UPDATE SET value = value + 1")
+            except sqlite3.Error:
+                pass  # _write remembered why
+            failure = self._failure
+        return None if failure is None else f"{failure.problem} (failing since {_utc(failure.since)})"
+
+    def _reserve_text(self, free: int) -> str:
+        return (f"the disk of {self.data_dir} is full ({_amount(free)} free; new events are refused below "
+                f"{_amount(RESERVE_BYTES)} free, so that deliveries can still be recorded): free space on it, "
+                f"the queue resumes by itself")
 
     @staticmethod
     def _count(db: sqlite3.Connection, name: str, amount: int) -> None:
@@ -223,6 +378,9 @@ class Queue:
         """Store events (JSON texts) in one transaction: when this returns, they are on disk."""
         now = self.clock()
         with self._write() as db:
+            free = _free_bytes(self.data_dir)
+            if free is not None and free < RESERVE_BYTES:
+                raise DiskFull(self._reserve_text(free))
             db.executemany("INSERT INTO events (body, received, due) VALUES (?, ?, ?)", [(b, now, now) for b in bodies])
             self._count(db, "received", len(bodies))
 
@@ -274,8 +432,12 @@ class Queue:
 
     def release_all(self) -> int:
         """Free every lease: at startup, the leases of a process that died are held by no one."""
-        with self._write() as db:
-            return db.execute("UPDATE events SET lease = 0 WHERE lease > 0").rowcount
+        try:
+            with self._write() as db:
+                return db.execute("UPDATE events SET lease = 0 WHERE lease > 0").rowcount
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot free the batches the previous run left leased in {self.path}: "
+                              f"{self._explain(exc)}; then start the service again") from None
 
     def stats(self) -> Stats:
         with self._mutex:
@@ -299,8 +461,10 @@ class Queue:
                 "SELECT id, event_id, subscription, event, payload, reason, status, attempts, time FROM dead_letters ORDER BY id"
             ).fetchall()
         for row_id, event_id, subscription, event, payload, reason, status, attempts, when in rows:
+            stored = decode(event_id, 0, event)  # a row that was not JSON, or past a limit, is shown as its text
+            kept = {"event": stored.value} if isinstance(stored, Event) else {"event": None, "raw": stored.raw}
             yield {
-                "id": row_id, "event_id": event_id, "subscription": subscription, "event": orjson.loads(event),
+                "id": row_id, "event_id": event_id, "subscription": subscription, **kept,
                 "payload": None if payload is None else orjson.loads(payload), "reason": reason,
                 "status": status, "attempts": attempts, "time": when,
             }

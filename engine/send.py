@@ -24,6 +24,7 @@ import orjson
 from engine.deadletters import DeadLetterFile
 from engine.delivery import DeadLetter, Outgoing, Sender
 from engine.events import BadInput, Event
+from engine.limits import event_problem
 from engine.mappingfile import MappingFile, Subscription
 from engine.pipeline import Pipeline
 from engine.presend import compile_presend
@@ -116,7 +117,7 @@ class Delivery:
         """
         self.summary.events += 1
         if isinstance(item, BadInput):
-            self._dead(DeadLetter("", item.position, None, None, f"input line {item.line}: {item.message}"), invalid=True)
+            self._dead(DeadLetter("", item.position, None, None, f"input line {item.line}: {item.message}", raw=item.raw), invalid=True)
             return 0
         outcomes = self.pipeline.run(item.value)
         if not outcomes:
@@ -158,7 +159,7 @@ class Delivery:
         if not items:
             return
         if self.dry_run is not None:
-            for request in self.sender.requests_for(sub, items):
+            for request in self.sender.requests_for(sub, items, self._dead):
                 self.dry_run.write(orjson.dumps(request) + b"\n")
                 self.summary.requests += 1
             return
@@ -217,6 +218,12 @@ _END = object()
 """Marks the end of the input on the reader's queue."""
 
 
+def _checked(position: int, value: Any) -> Event | BadInput:
+    """A value given in library mode, held to the same limits as events read from text."""
+    problem = event_problem(value)
+    return Event(position, position + 1, value) if problem is None else BadInput(position, position + 1, problem)
+
+
 def send_events(
     mapping_file: MappingFile,
     events: Iterable[Any],
@@ -231,7 +238,7 @@ def send_events(
     """
     own = sender is None
     sender = sender or Sender(mapping_file)
-    items = (e if isinstance(e, (Event, BadInput)) else Event(i, i + 1, e) for i, e in enumerate(events))
+    items = (e if isinstance(e, (Event, BadInput)) else _checked(i, e) for i, e in enumerate(events))
     try:
         with DeadLetterFile(dead_letters, mapping_file.settings) as dead:
             return Delivery(Pipeline(mapping_file), sender, dead).run(items)

@@ -30,11 +30,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import httpx
-import orjson
 import uvicorn
 
-from engine.delivery import RETRYABLE, DeadLetter, Outgoing, RetryPolicy, Sender, TokenBucket, Unauthorized, check_credential
+from engine.delivery import DeadLetter, Outgoing, RetryPolicy, Sender, TokenBucket, Unauthorized, check_credential
 from engine.errors import ConfigError
+from engine.events import BadInput, decode
 from engine.intake import Health, Metrics, create_app, log, utc_text_now
 from engine.mappingfile import MappingFile, Subscription
 from engine.pipeline import Pipeline
@@ -69,11 +69,6 @@ def _category(fates: Iterable[Category]) -> Category:
     """An event counts once: invalid if a subscription found it invalid, else dead-lettered if one did, else delivered;
     filtered when it fed no subscription."""
     return max(fates, key=_RANK.__getitem__, default="filtered")
-
-
-def _retryable(status: int | None) -> bool:
-    """A dead letter from the sender that a later attempt may still deliver (its retry budget ran out)."""
-    return status is None or status in RETRYABLE or status >= 500
 
 
 class _Stopping(Exception):
@@ -148,13 +143,20 @@ class Worker(threading.Thread):
         self.rng = random.Random()
 
     def run(self) -> None:
+        failing: str | None = None  # the claim error last logged: an outage of hours logs once, not every 5 s
         while self.gate.wait_open(self.stop):
             try:
                 rows = self.queue.claim(self.limit, LEASE_SECONDS)
             except sqlite3.Error as exc:
-                log("queue_error", worker=self.name, error=str(exc))
+                if str(exc) != failing:
+                    failing = str(exc)
+                    log("queue_error", worker=self.name, error=failing,
+                        action=f"cannot claim events; trying again every {ERROR_PAUSE:g} s, the events stay queued")
                 self.stop.wait(ERROR_PAUSE)
                 continue
+            if failing is not None:
+                failing = None
+                log("queue_recovered", worker=self.name, action="claiming events again")
             if not rows:
                 self.stop.wait(IDLE_POLL)
                 continue
@@ -165,10 +167,29 @@ class Worker(threading.Thread):
                 self._release(rows)
 
     def _release(self, rows: list[Claimed]) -> None:
-        try:
-            self.queue.settle(later={r.id: Later(time.time() + ERROR_PAUSE, r.settled) for r in rows})
-        except sqlite3.Error as exc:  # the leases run out and the rows are claimed again
-            log("queue_error", worker=self.name, error=str(exc))
+        """Give a batch back to the queue, retrying every ERROR_PAUSE until that commits (a full disk).
+
+        Given up after one failure, the rows stayed leased for LEASE_SECONDS (10 minutes) after the disk had
+        room again. Their events may have been delivered already: sent again, the destination ignores them
+        by messageId, and they are counted once, when a later settle deletes them.
+        """
+        failing = False
+        while True:
+            try:
+                self.queue.settle(later={r.id: Later(time.time() + ERROR_PAUSE, r.settled) for r in rows})
+            except sqlite3.Error as exc:
+                if not failing:
+                    failing = True
+                    log("queue_error", worker=self.name, error=str(exc), events=len(rows),
+                        action=f"cannot give the batch back to the queue; trying again every {ERROR_PAUSE:g} s")
+                if self.stop.wait(ERROR_PAUSE):
+                    log("release_abandoned", worker=self.name, events=len(rows),
+                        action="the service is stopping: the batch stays queued, leased; the next start frees it")
+                    return
+                continue
+            if failing:
+                log("queue_recovered", worker=self.name, events=len(rows), action="the batch is back in the queue")
+            return
 
     def process(self, claimed: list[Claimed]) -> None:
         """Map, check and deliver one claimed batch; record every event's fate in one transaction."""
@@ -176,7 +197,12 @@ class Worker(threading.Thread):
         letters: list[Letter] = []
         batches: dict[str, list[Outgoing]] = {}
         for one in claimed:
-            row = rows[one.id] = _Row(one, orjson.loads(one.body), dict(one.settled))
+            item = decode(one.id, one.id, one.body)
+            if isinstance(item, BadInput):  # not JSON, or past a limit: invalid once, kept as stored
+                row = rows[one.id] = _Row(one, None, dict(one.settled))
+                letters.append(self._decide(row, "", None, item.message, None, "invalid"))
+                continue
+            row = rows[one.id] = _Row(one, item.value, dict(one.settled))
             for outcome in self.pipeline.run(row.event):
                 name = outcome.subscription
                 if name in row.fates:
@@ -214,7 +240,7 @@ class Worker(threading.Thread):
 
         def dead_letter(letter: DeadLetter) -> None:
             row = rows[letter.index]
-            if _retryable(letter.status):
+            if letter.exhausted:  # a later attempt may still deliver it
                 row.pending.discard(sub.name)
                 row.waiting[sub.name] = letter
             else:
@@ -320,9 +346,11 @@ def serve(mapping: MappingFile, keys: Sequence[str], options: ServeOptions) -> i
         uvicorn_log = logging.getLogger("uvicorn")
         uvicorn_log.handlers[:] = [_JsonLogHandler(logging.WARNING)]
         uvicorn_log.propagate = False
+        from engine.intake import IntakeProtocol  # h11 with a deadline on request heads (slow clients)
+
         server = uvicorn.Server(uvicorn.Config(
             create_app(queue, keys, metrics, health), log_config=None, access_log=False, lifespan="off",
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=10, http=IntakeProtocol,
         ))
         # uvicorn handles the signals while it serves and raises them again once it has stopped: this
         # handler takes that second delivery (and a signal during startup) instead of the default exit

@@ -7,7 +7,7 @@ immutable tree, see :func:`parse`) and a compiler that turns the tree into closu
 Only the closures run per event.
 
 Where Segment's FQL is defective (see ``reference/segment-compat.md``) we differ:
-``not`` > ``and`` > ``or`` precedence, ``not``/``!`` negate, any nesting, full globs,
+``not`` > ``and`` > ``or`` precedence, ``not``/``!`` negate, nesting to ``MAX_EXPRESSION_DEPTH``, full globs,
 ``'x'`` equals ``"x"``, any field path, and whatever does not parse is a ConfigError
 with the column of the bad token instead of a trigger that is silently false.
 
@@ -24,12 +24,15 @@ Choices where the contract is silent:
   array indexes are written ``items[0]`` (``[-1]`` counts from the end), odd keys
   ``properties["a.b"]``. The keywords (``and or not true false null``, lowercase) cannot
   be the first name of a field.
+- A JMESPath trigger that raises on an event's data (jmespath is not total on JSON:
+  ``"" > `1` ``, ``sort_by`` over mixed types) does not match that event.
 - Strings take JSON's escapes (``\\" \\' \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX``); any other
   backslash escape is an error.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from dataclasses import dataclass, field
@@ -40,17 +43,14 @@ from jmespath.exceptions import EmptyExpressionError, IncompleteExpressionError,
 from jmespath.functions import Functions
 
 from engine.errors import ConfigError
-from engine.jsonpath import Key, walk
+from engine.jsonpath import Key, expression_problem, shorten, too_deep, too_many_digits, walk
+from engine.limits import MAX_EXPRESSION_DEPTH, MAX_INT_DIGITS
 from engine.missing import MISSING
 
 Event = dict[str, Any]
 Predicate = Callable[[Event], bool]
 Scalar = str | int | float | bool | None
 Path = tuple[Key, ...]
-
-MAX_DEPTH = 100
-"""Parentheses and negations nest at most this deep (the parser and compiler recurse)."""
-
 
 # --- parse tree ------------------------------------------------------------------
 
@@ -223,7 +223,14 @@ class _Lexer:
             raise self.error(f'malformed number "{self.text[start:glued]}"; write e.g. 12, -3.5 or 1e6', start)
         self.pos = end
         literal = found.group()
-        value = float(literal) if found.group(1) or found.group(2) else int(literal)
+        if found.group(1) or found.group(2):
+            value: int | float = float(literal)
+            if not math.isfinite(value):
+                raise self.error(f"the number {shorten(literal)} is out of range (a double holds up to about 1.8e308)", start)
+        elif len(literal.lstrip("-")) > MAX_INT_DIGITS:
+            raise self.error(too_many_digits(len(literal.lstrip("-"))), start)
+        else:
+            value = int(literal)
         return Token("number", literal, start, value)
 
     def _name(self) -> str:
@@ -256,6 +263,9 @@ class _Lexer:
                 index = _INDEX.match(text, self.pos)
                 if not index:
                     raise self.error('expected a quoted key or an index after "[", e.g. ["a.b"] or [0]', self.pos)
+                digits = index.group(1).lstrip("-")
+                if len(digits) > MAX_INT_DIGITS:
+                    raise self.error(too_many_digits(len(digits)), index.start(1))
                 keys.append(int(index.group(1)))
                 self.pos = index.end()
         return Token("field", text[start : self.pos], start, tuple(keys))
@@ -320,8 +330,8 @@ class _Parser:
 
     def descend(self, token: Token) -> None:
         self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise ConfigError(f"the trigger nests parentheses and negations more than {MAX_DEPTH} deep", self.pointer, token.offset)
+        if self.depth > MAX_EXPRESSION_DEPTH:  # the parser and the compiler recurse
+            raise ConfigError(too_deep("the trigger") + " (parentheses and negations count)", self.pointer, token.offset)
 
     def unary(self) -> Node:
         token = self.peek()
@@ -513,8 +523,18 @@ def _jmespath_problem(error: JMESPathError) -> str:
     return str(error)
 
 
-def _check_functions(ast: dict[str, Any], pointer: str) -> None:
-    """Unknown functions and wrong argument counts, which JMESPath reports only per event."""
+_ZERO_STEP = re.compile(r":[^:\[\]]*:\s*-?0+\s*\]")
+
+
+def _check_functions(ast: dict[str, Any], pointer: str, expression: str) -> None:
+    """Unknown functions, wrong argument counts and zero slice steps, which JMESPath reports only per event."""
+    if ast.get("type") == "slice" and ast["children"][2] == 0:
+        step = _ZERO_STEP.search(expression)
+        raise ConfigError(
+            "invalid JMESPath expression: a slice step cannot be zero; leave it out ([start:stop]) or write 1 or -1",
+            pointer,
+            step.start() if step else None,
+        )
     if ast.get("type") == "function_expression":
         name = ast["value"]
         entry = Functions.FUNCTION_TABLE.get(name)
@@ -528,7 +548,7 @@ def _check_functions(ast: dict[str, Any], pointer: str) -> None:
             raise ConfigError(f"JMESPath function {name}() takes {wanted} argument(s) but is given {given}", pointer)
     for child in ast.get("children", ()):
         if isinstance(child, dict):
-            _check_functions(child, pointer)
+            _check_functions(child, pointer, expression)
 
 
 def _jmespath_predicate(spec: dict[str, Any], pointer: str) -> tuple[str, Predicate]:
@@ -538,6 +558,9 @@ def _jmespath_predicate(spec: dict[str, Any], pointer: str) -> tuple[str, Predic
             f'a trigger object must be exactly {{jmespath: "<expression>"}}; found the keys {sorted(map(str, spec))}', pointer
         )
     where = pointer + "/jmespath"
+    problem = expression_problem(expression, jmespath=True)
+    if problem is not None:
+        raise ConfigError(f"invalid JMESPath expression: {problem[0]}", where, problem[1])
     try:
         compiled = jmespath.compile(expression)
     except EmptyExpressionError:
@@ -545,13 +568,13 @@ def _jmespath_predicate(spec: dict[str, Any], pointer: str) -> tuple[str, Predic
     except JMESPathError as error:
         offset = getattr(error, "lex_position", None)
         raise ConfigError(f"invalid JMESPath expression: {_jmespath_problem(error)}", where, offset) from None
-    _check_functions(cast(dict[str, Any], compiled.parsed), where)
+    _check_functions(cast(dict[str, Any], compiled.parsed), where, expression)
     search = compiled.search
 
     def matches(event: Event) -> bool:
         try:
             return _jmespath_truthy(search(event))
-        except (JMESPathError, TypeError):  # a type error on this event's data (jmespath 1.1 may raise a bare TypeError)
+        except Exception:  # noqa: BLE001 - jmespath is not total on JSON (1.1 raises bare TypeError, ValueError): no match
             return False
 
     return f"jmespath: {expression}", matches

@@ -8,18 +8,23 @@ nodes into plain JSON data ourselves, so that:
 - scalars follow the JSON-like YAML 1.2 core schema: ``yes``/``no``/``on``/``off``
   stay strings, ``1:30`` is not sexagesimal, timestamps stay strings;
 - every value and every key has a position, found by its JSON Pointer, so any
-  later stage can report ``file:line:col`` for a node it only knows by pointer.
+  later stage can report ``file:line:col`` for a node it only knows by pointer;
+- a file past the limits (``MAX_FILE_BYTES``, ``MAX_YAML_DEPTH``, ``MAX_INT_DIGITS``,
+  an alias that contains itself or expands past ``_MAX_NODES``) is a located error
+  before anything recurses or allocates without bound.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import yaml
 
 from engine.errors import ConfigError, Location
+from engine.limits import MAX_FILE_BYTES, MAX_INT_DIGITS, MAX_YAML_DEPTH
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _CORE = "tag:yaml.org,2002:"
@@ -82,13 +87,31 @@ class Document:
 
 
 def load_file(path: str | Path) -> Document:
-    """Read and convert one YAML file; any problem is a located ConfigError."""
+    """Read and convert one YAML file; any problem is a located ConfigError.
+
+    At most ``MAX_FILE_BYTES`` are read, so a huge file (or a device that never ends)
+    is refused before it can exhaust memory.
+    """
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            data = file.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b""
+        if size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
+            found = _size(size) if size > MAX_FILE_BYTES else f"more than {_size(MAX_FILE_BYTES)}"
+            raise ConfigError(
+                f"the file is {found}, over the limit of {_size(MAX_FILE_BYTES)} for a mapping or plugin file; "
+                "is it the right file? Keep large test events in an events file instead",
+                location=Location(name, 1, 1),
+            )
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the file: {exc}", location=Location(name, 1, 1)) from None
     return load_text(text, name)
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB ({count:,} bytes)" if count % 2**20 else f"{count // 2**20} MiB"
 
 
 def load_text(text: str, file: str = "<string>") -> Document:
@@ -104,7 +127,10 @@ def load_text(text: str, file: str = "<string>") -> Document:
     doc = Document(file, None, _lines=text.splitlines())
     if root is None:
         raise ConfigError("the file is empty; expected a YAML mapping", location=Location(file, 1, 1))
-    doc.data = _Converter(doc).convert(root, "")
+    converter = _Converter(doc)
+    if "*" in text:  # only aliases can repeat a node: measure what they expand to before expanding anything
+        converter.check_aliases(root)
+    doc.data = converter.convert(root, "")
     return doc
 
 
@@ -117,6 +143,13 @@ def _yaml_error(exc: yaml.YAMLError, file: str) -> ConfigError:
         message = "the file holds more than one YAML document; expected exactly one"
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     return ConfigError(message, location=Location(file, line, column))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    """The nodes directly inside ``node`` (a mapping's keys and values), none for a scalar."""
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
 def _tag_message(tag: str) -> str:
@@ -135,20 +168,56 @@ class _Converter:
         mark = node.start_mark
         return ConfigError(message, location=Location(self.doc.file, mark.line + 1, mark.column + 1))
 
-    def convert(self, node: yaml.Node, pointer: str) -> Any:
+    def convert(self, node: yaml.Node, pointer: str, depth: int = 0) -> Any:
         self.count += 1
         if self.count > _MAX_NODES:
             raise self.error(node, f"the document expands to more than {_MAX_NODES:,} nodes (alias bomb?)")
         self.doc._values.setdefault(pointer, node)
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node)
+        depth += 1
+        if depth > MAX_YAML_DEPTH:
+            raise self.error(node, f"the YAML nests deeper than {MAX_YAML_DEPTH} levels, the limit for a mapping or plugin file; flatten it")
         if isinstance(node, yaml.MappingNode):
-            return self.mapping(node, pointer)
-        if isinstance(node, yaml.SequenceNode):
-            if node.tag != _CORE + "seq":
-                raise self.error(node, _tag_message(node.tag))
-            return [self.convert(item, join_pointer(pointer, i)) for i, item in enumerate(node.value)]
-        return self.scalar(cast(yaml.ScalarNode, node))
+            return self.mapping(node, pointer, depth)
+        if node.tag != _CORE + "seq":
+            raise self.error(node, _tag_message(node.tag))
+        return [self.convert(item, join_pointer(pointer, i), depth) for i, item in enumerate(node.value)]
 
-    def mapping(self, node: yaml.MappingNode, pointer: str) -> dict[str, Any]:
+    def check_aliases(self, root: yaml.Node) -> None:
+        """Refuse an alias inside its own anchor (a cycle) and aliases that expand past ``_MAX_NODES``.
+
+        One iterative pass over the distinct nodes, sizes memoized: a billion laughs is
+        found in a few thousand steps, at the anchor that explodes, before any of it is built.
+        """
+        size: dict[int, int] = {}
+        expanding: set[int] = set()  # the collections whose children are being measured: meeting one again is a cycle
+        stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+        while stack:
+            node, measured = stack.pop()
+            key = id(node)
+            children = _children(node)
+            if measured:
+                expanding.discard(key)
+                size[key] = 1 + sum(size[id(child)] for child in children)
+                if size[key] > _MAX_NODES:
+                    raise self.error(
+                        node,
+                        f"this value expands to more than {_MAX_NODES:,} nodes through YAML aliases (alias bomb?); "
+                        "write it out, or repeat less through anchors",
+                    )
+            elif key not in size:
+                if key in expanding:
+                    raise self.error(
+                        node,
+                        "a YAML alias (*name) refers to the anchored value (&name) it is inside of, so it would repeat forever; "
+                        "write the value out, or anchor something that does not contain the alias",
+                    )
+                expanding.add(key)
+                stack.append((node, True))
+                stack.extend((child, False) for child in children if id(child) not in size)
+
+    def mapping(self, node: yaml.MappingNode, pointer: str, depth: int) -> dict[str, Any]:
         if node.tag != _CORE + "map":
             raise self.error(node, _tag_message(node.tag))
         out: dict[str, Any] = {}
@@ -157,20 +226,23 @@ class _Converter:
                 raise self.error(key_node, "merge keys (<<) are not supported; write the keys out")
             if not isinstance(key_node, yaml.ScalarNode):
                 raise self.error(key_node, "a key must be a plain string, not a list or mapping")
-            self.scalar(key_node)  # rejects tags on keys
+            self.check_tag(key_node)  # a key is its text, whatever it looks like
             key = key_node.value
             if key in out:
                 first = self.doc._keys[join_pointer(pointer, key)].start_mark
                 raise self.error(key_node, f'duplicate key "{key}" (first defined at line {first.line + 1})')
             child = join_pointer(pointer, key)
             self.doc._keys[child] = key_node
-            out[key] = self.convert(value_node, child)
+            out[key] = self.convert(value_node, child, depth)
         return out
 
+    def check_tag(self, node: yaml.ScalarNode) -> None:
+        if node.tag not in _SCALAR_TAGS:
+            raise self.error(node, _tag_message(node.tag))
+
     def scalar(self, node: yaml.ScalarNode) -> Any:
+        self.check_tag(node)
         tag = node.tag
-        if tag not in _SCALAR_TAGS:
-            raise self.error(node, _tag_message(tag))
         text = node.value
         if tag == _CORE + "str" or tag == _CORE + "timestamp" or ":" in text:
             return text
@@ -179,6 +251,14 @@ class _Converter:
         if tag == _CORE + "null":
             return None
         if tag == _CORE + "int":
+            body = text.lstrip("+-").replace("_", "")
+            digits = len(body) - (2 if body[:2] in ("0x", "0o", "0b") else 0)
+            if digits > MAX_INT_DIGITS:  # Python refuses past 4,300 digits; nothing needs a tenth of that
+                raise self.error(
+                    node,
+                    f"an integer of {digits:,} digits is over the limit of {MAX_INT_DIGITS} digits in a file; "
+                    "quote it if it is text (an id), or write a smaller number",
+                )
             return _CONSTRUCT.construct_yaml_int(node)
         value = _CONSTRUCT.construct_yaml_float(node)
         return value if value == value and value not in (float("inf"), float("-inf")) else text

@@ -355,6 +355,8 @@ def test_malformed_and_invalid_messages_are_dead_lettered_with_reasons_and_the_p
         assert message.key() == b"k0", "a dead letter keeps its message's key"
         if value is not None and says not in ("not valid JSON", "not an object (found array)"):
             assert record["event"] == orjson.loads(value), "the dead letter holds the original event for replay"
+        if says == "not valid JSON":
+            assert record["event"] is None and record["raw"] == (value or b"").decode(), "what came in is kept as its text"
         assert TOKEN not in text
 
 

@@ -419,6 +419,29 @@ def test_replay_through_a_corrected_mapping_delivers_the_rejected_events(
     assert len(emulator.stored) == len(events)
 
 
+def test_a_malformed_line_is_dead_lettered_as_its_text_and_replays_once_fixed_by_hand(
+    start: Start, actionmap: Callable[..., Run], tmp_path: Path
+) -> None:
+    events = track_events(3, seed=81)
+    broken = orjson.dumps(events[1]).decode()[:-1] + ', "extra": }'  # what a careless producer writes
+    source = tmp_path / "events.ndjson"
+    source.write_text("\n".join([orjson.dumps(events[0]).decode(), broken, orjson.dumps(events[2]).decode()]) + "\n")
+    emulator = start()
+    url = f"base_url={emulator.base_url}"
+    sent = actionmap("send", "-m", MAPPING, source, "--set", url, "--dead-letter", tmp_path / DEAD)
+    assert sent.code == 2 and sent.summary["invalid"] == 1 and sent.summary["delivered"] == 2
+    (letter,) = dead_letters(tmp_path / DEAD)
+    assert letter["event"] is None and letter["raw"] == broken, "the line is kept exactly as it came"
+    assert "input line 2" in letter["reason"]
+
+    letter["raw"] = orjson.dumps(events[1]).decode()  # the operator mends the line in the dead-letter file
+    fixed = tmp_path / "fixed.ndjson"
+    fixed.write_bytes(orjson.dumps(letter) + b"\n")
+    replay = actionmap("replay", fixed, "-m", MAPPING, "--set", url, "--dead-letter", tmp_path / "again.ndjson")
+    assert replay.code == 0, replay.err
+    assert emulator.stored == {e["messageId"]: expected_payload(e) for e in events}
+
+
 # -- 8. retry timing -------------------------------------------------------------------------
 
 

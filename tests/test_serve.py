@@ -446,7 +446,7 @@ def big_event(size: int) -> dict[str, Any]:
 BAD_REQUESTS = {
     "wrong write key": ("/v1/track", {"Authorization": "Basic " + base64.b64encode(b"nope:").decode()}, orjson.dumps(track("a")), 401, "write key is not valid"),
     "no credential": ("/v1/track", {}, orjson.dumps(track("a")), 401, "no valid write key"),
-    "not basic auth": ("/v1/track", {"Authorization": f"Bearer {WRITE_KEY}"}, orjson.dumps(track("a")), 401, "write key is not valid"),
+    "an unknown scheme": ("/v1/track", {"Authorization": f"Digest {WRITE_KEY}"}, orjson.dumps(track("a")), 401, "write key is not valid"),
     "malformed JSON": ("/v1/track", AUTH, b'{"type": "track", ', 400, "not valid JSON"),
     "a JSON array body": ("/v1/track", AUTH, b"[1, 2]", 400, "must be a JSON object, got a list"),
     "empty body": ("/v1/batch", AUTH, b"", 400, "body is empty"),
