@@ -72,11 +72,11 @@ def read_events(stream: IO[str]) -> Iterator[Item]:
         return
     head = first.lstrip()
     if head.startswith("["):
-        yield from _array(stream, first, line_no)
+        yield from _values(stream, first[first.index("[") + 1:], line_no, array=True)
         return
     item = decode(0, line_no, first)
     if isinstance(item, BadInput) and head.startswith("{") and not _parses(first):
-        yield from _concatenated(first + stream.read(), line_no)  # a pretty-printed object (or several) over many lines
+        yield from _values(stream, first, line_no, array=False)  # a pretty-printed object (or several) over many lines
         return
     yield item
     yield from _ndjson(stream, line_no, 1)
@@ -118,8 +118,14 @@ def _line_error(text: str | bytes, exc: orjson.JSONDecodeError) -> str:
 
 
 def _ndjson(stream: IO[str], line_no: int, index: int) -> Iterator[Item]:
-    for line in stream:
+    while line := stream.readline(_MAX_EVENT):
         line_no += 1
+        if len(line) == _MAX_EVENT and not line.endswith("\n"):
+            yield BadInput(index, line_no, f"the line is longer than {_MAX_EVENT // (1 << 20)} MiB, the limit for one event", line)
+            while (rest := stream.readline(_MAX_EVENT)) and not rest.endswith("\n"):
+                pass  # the rest of the line is skipped in bounded pieces; reading goes on at the next one
+            index += 1
+            continue
         if not line.strip():
             continue
         yield decode(index, line_no, line)
@@ -153,66 +159,50 @@ def _scan(text: str, pos: int) -> int | None:
         return _value_end(text, pos)
 
 
-def _concatenated(text: str, line_no: int) -> Iterator[Item]:
-    pos, index = 0, 0
-    while True:
-        pos = _skip(text, pos)
-        if pos >= len(text):
-            return
-        where = line_no + text.count("\n", 0, pos)
-        try:
-            end = _scan(text, pos)
-        except json.JSONDecodeError as exc:
-            yield BadInput(index, line_no + exc.lineno - 1, f"not valid JSON: {exc.msg} at column {exc.colno}", text[pos:])
-            return
-        if end is None:
-            yield BadInput(index, where, "not valid JSON: the input ends inside a value", text[pos:])
-            return
-        yield decode(index, where, text[pos:end])
-        pos, index = end, index + 1
-
-
 def _skip(text: str, pos: int) -> int:
     while pos < len(text) and text[pos] in _WHITESPACE:
         pos += 1
     return pos
 
 
-def _array(stream: IO[str], first: str, line_no: int) -> Iterator[Item]:
-    """Elements of one top-level JSON array, decoded as chunks arrive."""
-    buffer = first[first.index("[") + 1 :]
-    line = line_no  # the line number of buffer[0]
+def _values(stream: IO[str], buffer: str, line: int, array: bool) -> Iterator[Item]:
+    """The values of a top-level JSON array (``array``) or of JSON texts one after another, decoded as chunks arrive.
+
+    ``line`` is the line number of ``buffer[0]``; at most one value (bounded by
+    ``_MAX_EVENT``) is held at a time, so memory stays flat however long the input.
+    """
+    what = "not valid JSON in the array" if array else "not valid JSON"
     index, need_value, eof = 0, True, False
     while True:
         pos = _skip(buffer, 0)
         while pos < len(buffer):
             where = line + buffer.count("\n", 0, pos)
             char = buffer[pos]
-            if char == "]" and (not need_value or index == 0):
+            if array and char == "]" and (not need_value or index == 0):
                 return
-            if char == "," and not need_value:
+            if array and char == "," and not need_value:
                 pos, need_value = _skip(buffer, pos + 1), True
                 continue
             if not need_value:
-                yield BadInput(index, where, "not valid JSON in the array: expected , or ] between elements")
+                yield BadInput(index, where, f"{what}: expected , or ] between elements")
                 return
             try:
                 end = _scan(buffer, pos)
             except json.JSONDecodeError as exc:
                 if not eof and len(buffer) - pos < _MAX_EVENT:
                     break  # the value may go on in the next chunk
-                yield BadInput(index, line + buffer.count("\n", 0, exc.pos), f"not valid JSON in the array: {exc.msg}",
-                               buffer[pos:pos + _MAX_EVENT])
+                yield BadInput(index, line + buffer.count("\n", 0, exc.pos), f"{what}: {exc.msg}", buffer[pos:pos + _MAX_EVENT])
                 return
             if end is None or (end == len(buffer) and not eof):
                 if end is None and (eof or len(buffer) - pos >= _MAX_EVENT):
-                    yield BadInput(index, where, "not valid JSON in the array: an element does not end", buffer[pos:pos + _MAX_EVENT])
+                    yield BadInput(index, where, f"{what}: a value does not end", buffer[pos:pos + _MAX_EVENT])
                     return
                 break  # the value (or a number) may go on in the next chunk
             yield decode(index, where, buffer[pos:end])
-            pos, index, need_value = _skip(buffer, end), index + 1, False
+            pos, index, need_value = _skip(buffer, end), index + 1, not array
         if eof:
-            yield BadInput(index, line + buffer.count("\n", 0, pos), "the JSON array ends without ]")
+            if array:
+                yield BadInput(index, line + buffer.count("\n", 0, pos), "the JSON array ends without ]")
             return
         line += buffer.count("\n", 0, pos)
         chunk = stream.read(_CHUNK)

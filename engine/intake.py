@@ -47,17 +47,9 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from engine.delivery import utc_text
-from engine.limits import MAX_DEPTH, MAX_REQUEST_DEPTH, depth_problem
+from engine.limits import EVENT_LIMIT, MAX_BATCH_EVENTS, MAX_DEPTH, MAX_REQUEST_DEPTH, REQUEST_LIMIT, depth_problem
 from engine.queue import CATEGORIES, Queue
 
-EVENT_LIMIT = 32 * 1024
-REQUEST_LIMIT = 500 * 1024
-MAX_BATCH_EVENTS = 10_000
-"""Events in one request. Segment's API limits bytes only, but every event costs the intake a fixed ~0.5 KB
-beyond its bytes (its dict, its ``messageId``, its stored text) until it is committed, so 500 KB of ``{}``
-would be 160,000 of them. Segment's libraries send 100 events per batch (Python, Ruby; .NET 20) within
-475-500 KB, and build events of at least ~250 bytes, so no library batch holds 2,000; 10,000 is five times
-that, room for hand-made batches of 50-byte events, and bounds that cost to ~5 MB per request."""
 HEAD_TIMEOUT = 10.0
 """Seconds a client has to send a whole request head once connected (or once it starts its next request on a
 kept-alive connection). uvicorn times out only idle kept-alive connections, so without this a client that

@@ -11,6 +11,8 @@ Why these numbers:
   exactly, reads larger ones as floating point (JSON's double) and refuses
   numbers past ±1.8e308 as not JSON. Values given in library mode are held to
   the same 64-bit range.
+- Intake sizes: Segment's own (32 KB an event, 500 KB a request), and a cap on
+  events per request (why: below).
 - ``MAX_REQUEST_DEPTH``: the deepest request the intake takes; an event nested
   deeper than ``MAX_DEPTH`` but within it is stored and then dead-lettered as
   invalid, so its neighbours in the batch are delivered.
@@ -27,6 +29,15 @@ from typing import Any
 MAX_DEPTH = 64  # nesting of objects and arrays in one event
 MAX_REQUEST_DEPTH = 512  # nesting of one intake request body
 MIN_INT, MAX_INT = -(2**63), 2**64 - 1  # the integers kept exactly (orjson's range)
+
+EVENT_LIMIT = 32 * 1024  # bytes of one event at the intake, as JSON (Segment's limit)
+REQUEST_LIMIT = 500 * 1024  # bytes of one intake request, decompressed (Segment's limit)
+MAX_BATCH_EVENTS = 10_000
+"""Events in one request. Segment's API limits bytes only, but every event costs the intake a fixed ~0.5 KB
+beyond its bytes (its dict, its ``messageId``, its stored text) until it is committed, so 500 KB of ``{}``
+would be 160,000 of them. Segment's libraries send 100 events per batch (Python, Ruby; .NET 20) within
+475-500 KB, and build events of at least ~250 bytes, so no library batch holds 2,000; 10,000 is five times
+that, room for hand-made batches of 50-byte events, and bounds that cost to ~5 MB per request."""
 
 MAX_MAPPING_DEPTH = 32  # nesting of one mapping value (objects, lists, directives)
 MAX_EXPRESSION_DEPTH = 64  # nesting of one expression: parentheses, filters, sub-expressions

@@ -35,7 +35,7 @@ import uvicorn
 from engine.delivery import DeadLetter, Outgoing, RetryPolicy, Sender, TokenBucket, Unauthorized, check_credential
 from engine.errors import ConfigError
 from engine.events import BadInput, decode
-from engine.intake import Health, Metrics, create_app, log, utc_text_now
+from engine.intake import Health, IntakeProtocol, Metrics, create_app, log, utc_text_now
 from engine.mappingfile import MappingFile, Subscription
 from engine.pipeline import Pipeline
 from engine.presend import compile_presend
@@ -346,11 +346,9 @@ def serve(mapping: MappingFile, keys: Sequence[str], options: ServeOptions) -> i
         uvicorn_log = logging.getLogger("uvicorn")
         uvicorn_log.handlers[:] = [_JsonLogHandler(logging.WARNING)]
         uvicorn_log.propagate = False
-        from engine.intake import IntakeProtocol  # h11 with a deadline on request heads (slow clients)
-
         server = uvicorn.Server(uvicorn.Config(
             create_app(queue, keys, metrics, health), log_config=None, access_log=False, lifespan="off",
-            timeout_graceful_shutdown=10, http=IntakeProtocol,
+            timeout_graceful_shutdown=10, http=IntakeProtocol,  # h11 with a deadline on request heads (slow clients)
         ))
         # uvicorn handles the signals while it serves and raises them again once it has stopped: this
         # handler takes that second delivery (and a signal during startup) instead of the default exit

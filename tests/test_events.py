@@ -40,6 +40,8 @@ def test_every_shape_reads_the_same_events(events: list[dict], chunk: int) -> No
         assert values(json.dumps(events, indent=2)) == events
         if events:
             assert values(json.dumps(events[0], indent=2)) == events[:1]
+        if events and events[0]:  # (an empty first object fits on one line: that input reads as NDJSON)
+            assert values("".join(json.dumps(e, indent=2) + "\n" for e in events)) == events  # pretty objects, one after another
     finally:
         events_module._CHUNK = original
 
@@ -66,3 +68,12 @@ def test_gzip_files_are_read_by_their_magic_bytes(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(b'{"type": "track"}\n{"type": "identify"}\n'))
     with open_input(str(path)) as stream:
         assert [i.value["type"] for i in read_events(stream)] == ["track", "identify"]
+
+
+def test_a_line_past_the_event_limit_is_dead_lettered_in_bounded_memory_and_the_rest_goes_on() -> None:
+    huge = '{"blob": "' + "x" * (events_module._MAX_EVENT + 10) + '"}'
+    items = list(read_events(io.StringIO('{"a": 1}\n' + huge + '\n{"c": 3}\n')))
+    assert [type(i) for i in items] == [Event, BadInput, Event]
+    assert "longer than 4 MiB" in items[1].message and items[1].line == 2
+    assert items[1].raw is not None and len(items[1].raw) == events_module._MAX_EVENT, "what is kept is bounded"
+    assert items[2] == Event(2, 3, {"c": 3})
