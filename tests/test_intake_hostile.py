@@ -17,7 +17,6 @@ import json
 import socket
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -33,7 +32,7 @@ from destinations.metronome.emulator import MetronomeEmulator
 from engine.intake import MAX_BATCH_EVENTS, REQUEST_LIMIT, IntakeProtocol, create_app
 from engine.limits import MAX_REQUEST_DEPTH
 from engine.queue import Queue
-from tests.conftest import expected_payload, free_port
+from tests.conftest import free_port
 from tests.test_serve import (  # noqa: F401  (emulator, intake, service: fixtures)
     AUTH,
     WRITE_KEY,
@@ -49,7 +48,6 @@ from tests.test_serve import (  # noqa: F401  (emulator, intake, service: fixtur
     wait_for,
 )
 
-CIO_KEY = "pk_us_7c1e0a9b2d4f4e21a8b3"  # shaped as Customer.io's region API keys, configured as a write key
 CLOSE_BOUND = 120.0  # seconds a test waits for the server to close a slow client: generous, never a speed claim
 
 
@@ -226,36 +224,6 @@ def test_events_per_request_are_capped_with_a_message_naming_the_limit(intake: t
 
 
 # -- 5. Customer.io's Data Pipelines library ---------------------------------------------
-
-
-@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
-def test_the_customerio_cdp_library_delivers_through_the_service_with_its_bearer_key(
-    emulator: MetronomeEmulator, service: Callable[..., Service], compress: bool
-) -> None:
-    from customerio.analytics import request as cio_request
-    from customerio.analytics.client import Client
-
-    assert cio_request._API_KEY_PREFIX.match(CIO_KEY)  # the library sends this key as "Authorization: Bearer <key>"
-    running = service(emulator.base_url, "--write-key", CIO_KEY).start()
-    errors: list[Any] = []
-    client = Client(write_key=CIO_KEY, host=running.url, gzip=compress, on_error=lambda e, batch: errors.append(e),
-                    upload_interval=0.05, max_retries=2)
-    when = datetime.now(timezone.utc).replace(microsecond=456000)
-    sent = []
-    for i in range(12):
-        mid = f"cio-{compress}-{i}"
-        client.track(user_id=f"user-{i % 3}", event="api_call", properties={"tokens": i}, timestamp=when, message_id=mid)
-        sent.append({"messageId": mid, "userId": f"user-{i % 3}", "event": "api_call", "timestamp": when.isoformat(),
-                     "properties": {"tokens": i}})
-    client.flush()
-    client.join()
-    assert errors == []
-    wait_for(lambda: len(emulator.stored) == len(sent), what="the library's events at the emulator")
-    assert emulator.stored == {e["messageId"]: expected_payload(e) for e in sent}
-    metrics = running.drain()
-    assert metrics["actionmap_events_received_total"] == 12 and metrics["actionmap_events_delivered_total"] == 12
-    assert_adds_up(metrics)
-    assert CIO_KEY not in running.log.read_text()
 
 
 # -- 6. arbitrary bodies: never a 5xx, a 200 keeps every event --------------------------

@@ -177,24 +177,41 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
 # -- 1. the official Segment library -------------------------------------------------
 
 
-@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
-def test_the_segment_python_library_delivers_through_the_service(
-    emulator: MetronomeEmulator, service: Callable[..., Service], compress: bool
-) -> None:
-    from segment.analytics.client import Client
+CIO_KEY = "pk_us_7c1e0a9b2d4f4e21a8b3"  # shaped as Customer.io's region API keys, configured as a write key
 
-    running = service(emulator.base_url).start()
+
+def _library_client(library: str) -> tuple[Any, str]:
+    """The official client class and the key it authenticates with: Segment's (HTTP Basic), Customer.io's (Bearer pk_…)."""
+    if library == "segment":
+        from segment.analytics.client import Client as SegmentClient
+
+        return SegmentClient, WRITE_KEY
+    from customerio.analytics import request as cio_request
+    from customerio.analytics.client import Client as CustomerioClient
+
+    assert cio_request._API_KEY_PREFIX.match(CIO_KEY)  # the library sends this key as "Authorization: Bearer <key>"
+    return CustomerioClient, CIO_KEY
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("library", ["segment", "customerio"])
+def test_the_official_python_libraries_deliver_through_the_service(
+    emulator: MetronomeEmulator, service: Callable[..., Service], library: str, compress: bool
+) -> None:
+    """segment-analytics-python and customerio-cdp-analytics, unchanged but for their host."""
+    client_class, key = _library_client(library)
+    running = service(emulator.base_url, "--write-key", CIO_KEY).start()
     errors: list[Any] = []
-    client = Client(write_key=WRITE_KEY, host=running.url, gzip=compress, on_error=lambda e, batch: errors.append(e),
-                    upload_interval=0.05, max_retries=2)
+    client = client_class(write_key=key, host=running.url, gzip=compress, on_error=lambda e, batch: errors.append(e),
+                          upload_interval=0.05, max_retries=2)
     when = datetime.now(timezone.utc).replace(microsecond=123000)
     sent = []
     for i in range(25):
-        client.track(user_id=f"user-{i % 4}", event="api_call", properties={"tokens": i, "model": "m1"},
-                     timestamp=when, message_id=f"seg-{compress}-{i}")
-        sent.append({"messageId": f"seg-{compress}-{i}", "userId": f"user-{i % 4}", "event": "api_call",
+        mid = f"{library}-{compress}-{i}"
+        client.track(user_id=f"user-{i % 4}", event="api_call", properties={"tokens": i, "model": "m1"}, timestamp=when, message_id=mid)
+        sent.append({"messageId": mid, "userId": f"user-{i % 4}", "event": "api_call",
                      "timestamp": when.isoformat(), "properties": {"tokens": i, "model": "m1"}})
-    client.identify(user_id="user-1", traits={"plan": "pro"}, message_id=f"seg-{compress}-identify")
+    client.identify(user_id="user-1", traits={"plan": "pro"}, message_id=f"{library}-{compress}-identify")
     client.flush()
     client.join()
     assert errors == []
@@ -205,6 +222,7 @@ def test_the_segment_python_library_delivers_through_the_service(
     assert metrics["actionmap_events_delivered_total"] == 25
     assert metrics["actionmap_events_filtered_total"] == 1  # the identify call feeds no subscription
     assert_adds_up(metrics)
+    assert key not in running.log.read_text()
 
 
 # -- 2. crash safety -------------------------------------------------------------------
