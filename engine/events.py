@@ -61,10 +61,13 @@ def open_input(name: str | None) -> IO[str]:
 
 
 def read_events(stream: IO[str]) -> Iterator[Item]:
-    """Every event of ``stream`` in order; ``position`` counts events and bad pieces alike."""
-    first = ""
+    """Every event of ``stream`` in order; ``position`` counts events and bad pieces alike.
+
+    The first line is read in bounded pieces too: a whole array on one line (as
+    ``json.dumps`` writes it) is then read element by element like any other.
+    """
     line_no = 0
-    for first in stream:
+    while first := stream.readline(_MAX_EVENT):
         line_no += 1
         if first.strip():
             break
@@ -74,12 +77,14 @@ def read_events(stream: IO[str]) -> Iterator[Item]:
     if head.startswith("["):
         yield from _values(stream, first[first.index("[") + 1:], line_no, array=True)
         return
-    item = decode(0, line_no, first)
-    if isinstance(item, BadInput) and head.startswith("{") and not _parses(first):
+    if head.startswith("{") and _whole_line(first) and not _parses(first):
         yield from _values(stream, first, line_no, array=False)  # a pretty-printed object (or several) over many lines
         return
-    yield item
-    yield from _ndjson(stream, line_no, 1)
+    yield from _ndjson(stream, first, line_no)
+
+
+def _whole_line(line: str) -> bool:
+    return len(line) < _MAX_EVENT or line.endswith("\n")
 
 
 def _parses(text: str) -> bool:
@@ -117,19 +122,20 @@ def _line_error(text: str | bytes, exc: orjson.JSONDecodeError) -> str:
     return f"not valid JSON: {exc}"
 
 
-def _ndjson(stream: IO[str], line_no: int, index: int) -> Iterator[Item]:
-    while line := stream.readline(_MAX_EVENT):
-        line_no += 1
-        if len(line) == _MAX_EVENT and not line.endswith("\n"):
+def _ndjson(stream: IO[str], line: str, line_no: int) -> Iterator[Item]:
+    """One event per line, from ``line`` (already read) on; a line past ``_MAX_EVENT`` is refused, in bounded memory."""
+    index = 0
+    while line:
+        if not _whole_line(line):
             yield BadInput(index, line_no, f"the line is longer than {_MAX_EVENT // (1 << 20)} MiB, the limit for one event", line)
             while (rest := stream.readline(_MAX_EVENT)) and not rest.endswith("\n"):
                 pass  # the rest of the line is skipped in bounded pieces; reading goes on at the next one
             index += 1
-            continue
-        if not line.strip():
-            continue
-        yield decode(index, line_no, line)
-        index += 1
+        elif line.strip():
+            yield decode(index, line_no, line)
+            index += 1
+        line = stream.readline(_MAX_EVENT)
+        line_no += 1
 
 
 _SCANNER = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
@@ -175,8 +181,9 @@ def _values(stream: IO[str], buffer: str, line: int, array: bool) -> Iterator[It
     index, need_value, eof = 0, True, False
     while True:
         pos = _skip(buffer, 0)
+        counted = 0  # newlines of buffer[:counted] are in ``line``: counted once each, however long the buffer
         while pos < len(buffer):
-            where = line + buffer.count("\n", 0, pos)
+            line, counted = line + buffer.count("\n", counted, pos), pos  # ``line`` is now the line of buffer[pos]
             char = buffer[pos]
             if array and char == "]" and (not need_value or index == 0):
                 return
@@ -184,26 +191,26 @@ def _values(stream: IO[str], buffer: str, line: int, array: bool) -> Iterator[It
                 pos, need_value = _skip(buffer, pos + 1), True
                 continue
             if not need_value:
-                yield BadInput(index, where, f"{what}: expected , or ] between elements")
+                yield BadInput(index, line, f"{what}: expected , or ] between elements")
                 return
             try:
                 end = _scan(buffer, pos)
             except json.JSONDecodeError as exc:
                 if not eof and len(buffer) - pos < _MAX_EVENT:
                     break  # the value may go on in the next chunk
-                yield BadInput(index, line + buffer.count("\n", 0, exc.pos), f"{what}: {exc.msg}", buffer[pos:pos + _MAX_EVENT])
+                yield BadInput(index, line + buffer.count("\n", counted, exc.pos), f"{what}: {exc.msg}", buffer[pos:pos + _MAX_EVENT])
                 return
             if end is None or (end == len(buffer) and not eof):
                 if end is None and (eof or len(buffer) - pos >= _MAX_EVENT):
-                    yield BadInput(index, where, f"{what}: a value does not end", buffer[pos:pos + _MAX_EVENT])
+                    yield BadInput(index, line, f"{what}: a value does not end", buffer[pos:pos + _MAX_EVENT])
                     return
                 break  # the value (or a number) may go on in the next chunk
-            yield decode(index, where, buffer[pos:end])
+            yield decode(index, line, buffer[pos:end])
             pos, index, need_value = _skip(buffer, end), index + 1, not array
+        line += buffer.count("\n", counted, pos)
         if eof:
             if array:
-                yield BadInput(index, line + buffer.count("\n", 0, pos), "the JSON array ends without ]")
+                yield BadInput(index, line, "the JSON array ends without ]")
             return
-        line += buffer.count("\n", 0, pos)
         chunk = stream.read(_CHUNK)
         buffer, eof = buffer[pos:] + chunk, not chunk

@@ -77,3 +77,12 @@ def test_a_line_past_the_event_limit_is_dead_lettered_in_bounded_memory_and_the_
     assert "longer than 4 MiB" in items[1].message and items[1].line == 2
     assert items[1].raw is not None and len(items[1].raw) == events_module._MAX_EVENT, "what is kept is bounded"
     assert items[2] == Event(2, 3, {"c": 3})
+
+
+def test_a_one_line_array_longer_than_the_event_limit_is_read_element_by_element() -> None:
+    """``json.dumps`` writes a whole array on one line; the first line is read in bounded pieces, and nothing is lost."""
+    events = [{"type": "track", "messageId": f"m-{i}", "properties": {"pad": "x" * 100}} for i in range(40_000)]
+    text = json.dumps(events)
+    assert "\n" not in text and len(text) > events_module._MAX_EVENT
+    items = list(read_events(io.StringIO(text)))
+    assert [i.value for i in items if isinstance(i, Event)] == events
