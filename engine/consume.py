@@ -28,7 +28,7 @@ import httpx
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from engine.deadletters import DeadLetterFile, record_text
+from engine.deadletters import DeadLetterFile, json_text
 from engine.delivery import CONNECT_TIMEOUT, DeadLetter, Outgoing, RetryPolicy, Sender, TokenBucket, Unauthorized
 from engine.errors import ConfigError
 from engine.events import BadInput, Event, decode
@@ -232,7 +232,7 @@ class _DeadLetters(DeadLetterFile):
         record = letter.record()
         del record["index"]
         record.update(topic=entry.partition.topic, partition=entry.partition.number, offset=entry.offset)
-        self._put(entry, letter, self.settings.redact(record_text(record)).encode())
+        self._put(entry, letter, self.settings.redact(json_text(record)).encode())
 
     def _put(self, entry: _Entry, letter: DeadLetter, record: bytes) -> None:
         raise NotImplementedError

@@ -30,7 +30,7 @@ class DeadLetterFile:
     def write(self, letter: DeadLetter) -> None:
         self.count += 1
         if self._out is not None:
-            self._out.write(self.settings.redact(record_text(letter.record())).encode() + b"\n")
+            self._out.write(self.settings.redact(json_text(letter.record())).encode() + b"\n")
 
     def close(self) -> None:
         if self._out is not None:
@@ -51,20 +51,25 @@ def _json_only(match: re.Match[str]) -> str:
     return match.group() if match.group().startswith('"') else "null"
 
 
-def record_text(record: dict[str, Any]) -> str:
-    """A dead-letter record as one JSON line, whatever the event holds.
+def json_text(value: Any) -> str:
+    """``value`` as JSON text, whatever it holds: what is kept of anything that did not arrive (a dead letter, its payload).
 
     orjson refuses what a library caller may still hand over (lone surrogates,
     nesting past 254 levels, integers past 64 bits); the stdlib writes those, a
     lone surrogate (which no UTF-8 text can hold) as U+FFFD and NaN or infinity
-    as null (as orjson does), so a dead letter is never lost to its own encoding
-    and stays readable by ``replay``.
+    as null (as orjson does), so nothing is lost to its own encoding and the text
+    stays readable by ``replay``. Past the stdlib's stack (about 1,000 levels)
+    only a string saying so is left.
     """
     try:
-        return orjson.dumps(record, default=str).decode()
+        return orjson.dumps(value, default=str).decode()
     except TypeError:
-        text = _SURROGATE.sub("\ufffd", json.dumps(record, default=str, ensure_ascii=False))
-        return _NOT_JSON.sub(_json_only, text)
+        pass
+    try:
+        text = _SURROGATE.sub("\ufffd", json.dumps(value, default=str, ensure_ascii=False))
+    except RecursionError:
+        return orjson.dumps("(nested too deep to be kept as JSON text)").decode()
+    return _NOT_JSON.sub(_json_only, text)
 
 
 def read_dead_letters(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:

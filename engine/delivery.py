@@ -23,7 +23,7 @@ import httpx
 import orjson
 
 from engine.definitions import Hook
-from engine.errors import ActionmapError
+from engine.errors import ActionmapError, ConfigError
 from engine.mapping import compile_mapping
 from engine.mappingfile import MappingFile, Settings, Subscription
 
@@ -192,6 +192,15 @@ def render(template: str, settings: Settings) -> str:
     return str(value)
 
 
+def _header_problem(name: str, value: object) -> str | None:
+    """Why a header cannot go on the wire (HTTP carries ASCII text on one line), or None; the value is never quoted."""
+    if not isinstance(value, str):
+        return f"header {name!r} is not text"
+    if not (value.isascii() and name.isascii()) or any(c in value for c in "\r\n\0"):
+        return f"header {name!r} holds characters HTTP headers cannot carry (non-ASCII, or a line break)"
+    return None
+
+
 @dataclass
 class _Target:
     """A subscription's request, rendered once: method, URL, headers, how payloads become a body."""
@@ -238,6 +247,10 @@ class Sender:
         headers.update({k: render(v, self.settings) for k, v in request.headers.items()})
         if request.headers_setting:
             headers.update(self.settings.values.get(request.headers_setting) or {})
+        for name, value in headers.items():
+            problem = _header_problem(name, value)
+            if problem is not None:
+                raise ConfigError(f"subscription {sub.name!r}: {problem}: check the settings it is made from")
         batched = request.body == "batch" or (request.body == "auto" and sub.batch_size > 1)
         method = render(request.method, self.settings)
         return _Target(method, render(request.url, self.settings), headers, batched, request.body_field, request.hook)
@@ -271,6 +284,10 @@ class Sender:
         if target.hook is None:
             return target.headers
         extra = target.hook(method=target.method, url=target.url, headers=dict(target.headers), body=body, settings=self.settings.values)
+        for name, value in extra.items():
+            problem = _header_problem(name, value)
+            if problem is not None:
+                raise ValueError(f"the plugin's request hook returned a header HTTP cannot carry: {problem}")
         return {**target.headers, **extra}
 
     def _encoded(

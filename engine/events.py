@@ -23,7 +23,7 @@ from typing import IO, Any, Iterator, NamedTuple, cast
 
 import orjson
 
-from engine.limits import event_problem
+from engine.limits import MAX_DEPTH, event_problem
 
 _CHUNK = 1 << 16
 _MAX_EVENT = 1 << 22  # an array element this long that still does not parse is broken, not cut
@@ -125,6 +125,7 @@ def _line_error(text: str | bytes, exc: orjson.JSONDecodeError) -> str:
 def _ndjson(stream: IO[str], line: str, line_no: int) -> Iterator[Item]:
     """One event per line, from ``line`` (already read) on; a line past ``_MAX_EVENT`` is refused, in bounded memory."""
     index = 0
+    readline, loads = stream.readline, orjson.loads
     while line:
         if not _whole_line(line):
             yield BadInput(index, line_no, f"the line is longer than {_MAX_EVENT // (1 << 20)} MiB, the limit for one event", line)
@@ -132,9 +133,15 @@ def _ndjson(stream: IO[str], line: str, line_no: int) -> Iterator[Item]:
                 pass  # the rest of the line is skipped in bounded pieces; reading goes on at the next one
             index += 1
         elif line.strip():
-            yield decode(index, line_no, line)
+            try:  # decode() inlined for the common line: one parse, one bracket count
+                value = loads(line)
+            except orjson.JSONDecodeError:
+                yield decode(index, line_no, line)
+            else:
+                fits = line.count("{") + line.count("[") <= MAX_DEPTH
+                yield Event(index, line_no, value) if fits else decode(index, line_no, line)
             index += 1
-        line = stream.readline(_MAX_EVENT)
+        line = readline(_MAX_EVENT)
         line_no += 1
 
 

@@ -66,7 +66,7 @@ def depth_problem(value: Any, limit: int = MAX_DEPTH) -> str | None:
 
 
 def event_problem(value: Any, text: str | bytes | None = None) -> str | None:
-    """Why an event cannot be taken (a limit it passes), or None.
+    """Why an event cannot be taken (a limit it exceeds), or None.
 
     ``text``, the event's JSON as read, makes the common case one count: JSON
     with no more opening brackets than the limit cannot nest deeper, and orjson

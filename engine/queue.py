@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 import orjson
 
 from engine.errors import ConfigError
+from engine.deadletters import json_text
 from engine.events import Event, decode
 
 SCHEMA_VERSION = 1
@@ -421,7 +422,7 @@ class Queue:
             db.executemany(
                 "INSERT INTO dead_letters (event_id, subscription, event, payload, reason, status, attempts, time) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(l.event_id, l.subscription, l.event, None if l.payload is None else orjson.dumps(l.payload),
+                [(l.event_id, l.subscription, l.event, None if l.payload is None else json_text(l.payload).encode(),
                   l.reason, l.status, l.attempts, l.time) for l in letters],
             )
             db.executemany(

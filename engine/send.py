@@ -21,7 +21,7 @@ from typing import IO, Any, Callable, Iterable
 
 import orjson
 
-from engine.deadletters import DeadLetterFile
+from engine.deadletters import DeadLetterFile, json_text
 from engine.delivery import DeadLetter, Outgoing, Sender
 from engine.events import BadInput, Event
 from engine.limits import event_problem
@@ -219,9 +219,18 @@ _END = object()
 
 
 def _checked(position: int, value: Any) -> Event | BadInput:
-    """A value given in library mode, held to the same limits as events read from text."""
-    problem = event_problem(value)
-    return Event(position, position + 1, value) if problem is None else BadInput(position, position + 1, problem)
+    """A value given in library mode, held to the same limits as events read from text, and kept as text when refused.
+
+    Its orjson text makes the common case one count, as for events read from text;
+    only a value orjson refuses (or one with many brackets) is walked.
+    """
+    try:
+        problem = event_problem(value, orjson.dumps(value))
+    except TypeError:  # a lone surrogate, an integer past 64 bits, 255+ levels
+        problem = event_problem(value) or "the event cannot be encoded as JSON (a lone surrogate in a string?)"
+    if problem is None:
+        return Event(position, position + 1, value)
+    return BadInput(position, position + 1, problem, json_text(value))
 
 
 def send_events(

@@ -81,7 +81,8 @@ def ndjson(events: list[dict[str, Any]]) -> str:
 
 
 def injected_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(INJECT), "ACTIONMAP_INJECT_FAULT": MARKER, "METRONOME_API_TOKEN": TOKEN, **extra}
+    path = os.pathsep.join(p for p in (str(INJECT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "ACTIONMAP_INJECT_FAULT": MARKER, "METRONOME_API_TOKEN": TOKEN, **extra}
 
 
 def assert_poison_letters(letters: list[dict[str, Any]], events: list[dict[str, Any]], text_of: Callable[[int], str]) -> None:
@@ -284,6 +285,9 @@ def test_arbitrary_json_gets_exactly_one_outcome_per_event_and_nothing_raises(
     assert len(letters) == summary.invalid + summary.dead_lettered, "each event not delivered has its dead letter"
     assert all(isinstance(orjson.loads(l), dict) for l in letters)
     assert len(emulator_for_property.stored) - before <= summary.delivered
+    if form == "values":  # nothing given is lost: each dead letter keeps the value, or its text when past a limit
+        records = [orjson.loads(l) for l in letters]
+        assert sum(r["event"] is None and "raw" not in r for r in records) <= sum(v is None for v in values)
 
 
 @pytest.fixture(scope="module")
@@ -329,3 +333,61 @@ def test_the_service_worker_settles_every_queued_row_whatever_it_holds(
         assert len(letters) == stats.counters["invalid"] + stats.counters["dead_lettered"], "one dead letter per event not delivered"
     finally:
         queue.close()
+
+
+SUMMING = """
+destination: metronome
+settings:
+  api_token: ${METRONOME_API_TOKEN}
+  base_url: BASE
+subscriptions:
+  - name: Usage events
+    action: send_event
+    mapping:
+      properties: {total: {"@jmespath": "sum(properties.n)"}}
+"""
+
+
+def test_a_payload_that_cannot_be_encoded_is_dead_lettered_and_its_batch_settles(
+    emulator: MetronomeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mapping may compute what no JSON encoder keeps (a sum past 64 bits): that payload alone is dead-lettered."""
+    monkeypatch.setenv("METRONOME_API_TOKEN", TOKEN)
+    path = tmp_path / "summing.yaml"
+    path.write_text(SUMMING.replace("BASE", emulator.base_url))
+    mapping = load_mapping_file(path)
+    events = track_events(20, seed=14, prefix="sum")
+    for i, event in enumerate(events):
+        event["properties"] = {"n": [9 * 10**18] * 3 if i == 7 else [1, 2]}  # 2.7e19: past the 64-bit range
+    queue = Queue(tmp_path / "queue")
+    try:
+        queue.put([orjson.dumps(e) for e in events])
+        health = Health()
+        sender = Sender(mapping, policy=RetryPolicy(max_duration=5.0))
+        worker = Worker("worker-test", mapping, queue, sender, Metrics(queue, health),
+                        CredentialGate(health, lambda: ("valid", "")), threading.Event(), retry_for=0.0)
+        try:
+            worker.process(queue.claim(100, 60.0))
+        finally:
+            sender.close()
+        stats = queue.stats()
+        assert stats.depth == 0 and stats.counters["retried"] == 0
+        assert (stats.counters["delivered"], stats.counters["dead_lettered"]) == (19, 1)
+        (letter,) = queue.dead_letters()
+        assert "could not be encoded" in letter["reason"] and letter["event"]["messageId"] == "sum-7"
+        assert letter["payload"]["transaction_id"] == "sum-7", "the payload is kept, though orjson cannot encode it"
+    finally:
+        queue.close()
+    assert sorted(emulator.stored) == sorted(e["messageId"] for i, e in enumerate(events) if i != 7)
+
+
+def test_a_header_http_cannot_carry_is_a_startup_error_not_a_traceback(tmp_path: Path) -> None:
+    mapping = tmp_path / "webhook.yaml"
+    mapping.write_text('destination: webhook\nsettings:\n  url: http://127.0.0.1:9/hook\n  headers: {X-Api-Key: "cl\u00e9-secret"}\n'
+                       "subscriptions:\n  - name: all\n    action: send\n")
+    (tmp_path / "events.ndjson").write_text('{"type": "track", "event": "x", "userId": "u", "messageId": "m1"}\n')
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "send", "-m", str(mapping), str(tmp_path / "events.ndjson")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "header 'X-Api-Key' holds characters HTTP headers cannot carry" in done.stderr
+    assert "secret" not in done.stderr, "the header's value (a secret) is never printed"
