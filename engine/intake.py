@@ -14,7 +14,7 @@ Hostile clients are bounded: events per request (``MAX_BATCH_EVENTS``),
 nesting (``engine.limits.MAX_REQUEST_DEPTH``), the time to send a request head
 (``HEAD_TIMEOUT``, in :class:`IntakeProtocol`) and a body (``BODY_TIMEOUT``).
 
-``GET /health`` and ``GET /metrics`` (Prometheus text) show the service's state.
+``GET /health`` and ``GET /metrics`` (Prometheus text, from :mod:`engine.observability`) show the service's state.
 """
 
 from __future__ import annotations
@@ -25,20 +25,14 @@ import binascii
 import hmac
 import json
 import sqlite3
-import sys
-import threading
-import time
 import uuid
 import zlib
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Collection, Iterator
+from typing import Any, Collection
 
 import anyio
 import h11
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -46,9 +40,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from engine.delivery import utc_text
 from engine.limits import EVENT_LIMIT, MAX_BATCH_EVENTS, MAX_DEPTH, MAX_REQUEST_DEPTH, REQUEST_LIMIT, depth_problem
-from engine.queue import CATEGORIES, Queue
+from engine.observability import Health, Metrics, log, utc_text_now
+from engine.queue import Queue
 
 HEAD_TIMEOUT = 10.0
 """Seconds a client has to send a whole request head once connected (or once it starts its next request on a
@@ -61,71 +55,9 @@ server's link. Past it the answer is 408 and the connection is closed; nothing o
 EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 ENDPOINTS = (*EVENT_TYPES, "batch")
 BATCH_SHARED = ("context", "integrations")  # a batch's own context and integrations apply to all its events
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 _GZIP_MAGIC = b"\x1f\x8b"
 _INFLATE_CHUNK = 4096  # compressed bytes fed at a time: a member's leftover input is copied once per member, so
                        # this bounds the copying of a body of thousands of tiny members
-
-_log_lock = threading.Lock()
-
-
-def log(event: str, **fields: Any) -> None:
-    """One JSON line on stderr: what happened and its counts (callers never pass a secret)."""
-    line = orjson.dumps({"time": utc_text_now(), "event": event, **fields}, default=str) + b"\n"
-    with _log_lock:
-        sys.stderr.buffer.write(line)
-        sys.stderr.buffer.flush()
-
-
-def utc_text_now() -> str:
-    return utc_text(datetime.now(timezone.utc))
-
-
-@dataclass
-class Health:
-    """What the runtime tells the intake: why the destination refuses delivery, if it does."""
-
-    refused: str | None = None
-
-
-class _QueueCollector:
-    """The queue's durable counters, read in one transaction at scrape time (so they always add up)."""
-
-    def __init__(self, queue: Queue, health: Health) -> None:
-        self.queue = queue
-        self.health = health
-
-    def collect(self) -> Iterator[Metric]:
-        stats = self.queue.stats()
-        counts = stats.counters
-        yield CounterMetricFamily("actionmap_events_received", "Events committed to the queue (intake, and dead letters replayed)",
-                                  counts["received"])
-        for category in CATEGORIES:
-            yield CounterMetricFamily(f"actionmap_events_{category}", f"Events that left the queue as {category.replace('_', '-')}",
-                                      counts[category])
-        yield CounterMetricFamily("actionmap_events_retried", "Times an event was put back in the queue for a later attempt",
-                                  counts["retried"])
-        yield GaugeMetricFamily("actionmap_queue_depth", "Events in the queue (waiting, leased or due for a retry)", stats.depth)
-        age = max(0.0, time.time() - stats.oldest) if stats.oldest is not None else 0.0
-        yield GaugeMetricFamily("actionmap_queue_oldest_age_seconds", "Age of the oldest queued event (0 when empty)", age)
-        yield GaugeMetricFamily("actionmap_credential_refused", "1 while the destination refuses the credential (delivery paused)",
-                                1.0 if self.health.refused else 0.0)
-
-
-class Metrics:
-    """The Prometheus registry of one service: the queue's counters and the delivery latency the workers observe."""
-
-    def __init__(self, queue: Queue, health: Health) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_QueueCollector(queue, health))
-        self.latency = Histogram(
-            "actionmap_delivery_latency_seconds", "Seconds from an event's commit to the queue to its delivery",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
-        )
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
-
 
 class Refused(Exception):
     """A request refused whole: its status, a short code and the message for the client."""

@@ -127,7 +127,6 @@ class DiskFull(sqlite3.OperationalError):
     the workers. A ``sqlite3.Error``, so the intake answers 503 as for any commit that failed."""
 
     sqlite_errorcode = sqlite3.SQLITE_FULL
-    sqlite_errorname = "SQLITE_FULL"
 
 
 @dataclass(frozen=True, slots=True)

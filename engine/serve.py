@@ -35,7 +35,8 @@ import uvicorn
 from engine.delivery import DeadLetter, Outgoing, RetryPolicy, Sender, TokenBucket, Unauthorized, check_credential
 from engine.errors import ConfigError
 from engine.events import BadInput, decode
-from engine.intake import Health, IntakeProtocol, Metrics, create_app, log, utc_text_now
+from engine.intake import IntakeProtocol, create_app
+from engine.observability import Health, Metrics, log, utc_text_now
 from engine.mappingfile import MappingFile, Subscription
 from engine.pipeline import Pipeline
 from engine.presend import compile_presend
@@ -167,10 +168,10 @@ class Worker(threading.Thread):
                 self._release(rows)
 
     def _release(self, rows: list[Claimed]) -> None:
-        """Give a batch back to the queue, retrying every ERROR_PAUSE until that commits (a full disk).
+        """Give a batch back to the queue, retrying every ERROR_PAUSE until that commits (a full disk) or the service stops.
 
-        Given up after one failure, the rows stayed leased for LEASE_SECONDS (10 minutes) after the disk had
-        room again. Their events may have been delivered already: sent again, the destination ignores them
+        Retrying, rather than leaving the rows leased for LEASE_SECONDS, lets the queue drain as soon as the disk
+        has room again. Their events may have been delivered already: sent again, the destination ignores them
         by messageId, and they are counted once, when a later settle deletes them.
         """
         failing = False
@@ -197,7 +198,7 @@ class Worker(threading.Thread):
         letters: list[Letter] = []
         batches: dict[str, list[Outgoing]] = {}
         for one in claimed:
-            item = decode(one.id, one.id, one.body)
+            item = decode(one.id, 0, one.body)  # a queued row has no line
             if isinstance(item, BadInput):  # not JSON, or past a limit: invalid once, kept as stored
                 row = rows[one.id] = _Row(one, None, dict(one.settled))
                 letters.append(self._decide(row, "", None, item.message, None, "invalid"))

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from destinations.metronome.emulator import MetronomeEmulator
 from engine.delivery import RetryPolicy, Sender
 from engine.events import BadInput, Event, read_events
-from engine.intake import Health, Metrics
+from engine.observability import Health, Metrics
 from engine.limits import MAX_DEPTH
 from engine.mappingfile import MappingFile, load_mapping_file
 from engine.queue import CATEGORIES, Queue
