@@ -11,6 +11,26 @@ Where Segment's FQL is defective (see ``reference/segment-compat.md``) we differ
 ``'x'`` equals ``"x"``, any field path, and whatever does not parse is a ConfigError
 with the column of the bad token instead of a trigger that is silently false.
 
+As Segment (its FQL compiles to ``not_contains``, ``number_not_equals`` and so on):
+
+- ``contains(f, "s")`` and ``match(f, "glob")`` are false when ``f`` is missing, null or
+  not a string, and so are their negations ``!contains(f, "s")``, ``not match(f, "x*")``:
+  a negation written directly on a call is Segment's ``not_contains`` /
+  ``not_starts_with`` / ``not_ends_with`` (a string that does not contain / match).
+  Any other negation is plain boolean ``not``: ``!(contains(f, "s") or g = 1)``,
+  ``not (f != 5)`` and the outer ``not`` of ``not not contains(f, "s")`` are true
+  whenever what they negate is false, a missing ``f`` included. Segment has no such
+  forms (it drops the ``not``). Parentheses around a lone call make no group:
+  ``!(contains(f, "s"))`` is ``!contains(f, "s")``.
+- A comparison with a number literal (``= != < <= > >=``) is false unless the field
+  holds a number (int or float; a boolean is not one): a missing field, null, the
+  string ``"456"`` or ``true`` never match, ``!=`` included. ``f != "s"`` stays true for
+  a missing field (Segment's string rule), ``f != null`` means "exists".
+- A backslash in a field path escapes the next character, as Segment's FQL generator
+  writes them: ``properties.property\\ 1`` is the key ``"property 1"``,
+  ``properties.a\\.b`` the key ``"a.b"`` (not ``a`` then ``b``).
+- Number literals may carry a sign: ``-5``, ``+5``, ``+1.5``.
+
 Choices where the contract is silent:
 
 - ``<``, ``<=``, ``>``, ``>=`` compare numbers only, as Segment does; writing a string,
@@ -19,11 +39,13 @@ Choices where the contract is silent:
 - Globs know ``*`` (any run, newlines included) and ``?`` (one character); everything
   else, ``[`` included, is literal. There is no escape for ``*`` or ``?``: use
   ``contains`` or ``=`` for text holding them.
-- A field starts with a letter or ``_``; names continue with letters, digits, ``_`` and
-  ``-``. After a dot a name is always an object key (``items.0`` is the key ``"0"``);
-  array indexes are written ``items[0]`` (``[-1]`` counts from the end), odd keys
-  ``properties["a.b"]``. The keywords (``and or not true false null``, lowercase) cannot
-  be the first name of a field.
+- A field starts with a letter, ``_`` or a backslash escape; names continue with
+  letters, digits, ``_``, ``-`` and backslash escapes (``\\`` and any character).
+  After a dot a name is always an object key (``items.0`` is the key ``"0"``); array
+  indexes are written ``items[0]`` (``[-1]`` counts from the end), odd keys
+  ``properties["a.b"]`` or ``properties.a\\.b``. The keywords (``and or not true false
+  null``, lowercase) cannot be the first name of a field unless a character of it is
+  escaped (``tru\\e`` is the field ``true``).
 - A JMESPath trigger that raises on an event's data (jmespath is not total on JSON:
   ``"" > `1` ``, ``sort_by`` over mixed types) does not match that event.
 - Strings take JSON's escapes (``\\" \\' \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX``); any other
@@ -82,6 +104,8 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Not:
+    """``not x`` / ``!x``; over a :class:`Call` it is Segment's ``not_contains`` etc. (see the module doc)."""
+
     operand: Node
 
 
@@ -121,7 +145,7 @@ class Token:
 _KEYWORD_VALUES: dict[str, Any] = {"and": None, "or": None, "not": None, "true": True, "false": False, "null": None}
 _OPERATORS = ("<=", ">=", "!=", "=", "<", ">")  # two-character ones first
 _PUNCTUATION = "(),!"
-_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_NUMBER = re.compile(r"[-+]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _INDEX = re.compile(r"\[(-?[0-9]+)\]")
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _HEX4 = re.compile(r"[0-9a-fA-F]{4}")
@@ -171,9 +195,9 @@ class _Lexer:
         if ch in "\"'":
             value = self._string()
             return Token("string", self.text[start : self.pos], start, value)
-        if ch in "-0123456789":
+        if ch in "-+0123456789":
             return self._number()
-        if ch.isalpha() or ch == "_":
+        if ch.isalpha() or ch in "_\\":
             return self._field()
         hint = _HINTS.get(ch)
         raise self.error(f'unexpected character "{ch}"' + (f"; {hint}" if hint else ""), start)
@@ -215,34 +239,48 @@ class _Lexer:
         start = self.pos
         found = _NUMBER.match(self.text, start)
         if not found:
-            raise self.error('unexpected character "-"; a minus sign must be followed by digits', start)
+            sign = self.text[start]
+            name = "minus" if sign == "-" else "plus"
+            raise self.error(f'unexpected character "{sign}"; a {name} sign must be followed by digits', start)
         end = glued = found.end()
         while glued < len(self.text) and (_name_char(self.text[glued]) or self.text[glued] == "."):
             glued += 1
         if glued > end:
-            raise self.error(f'malformed number "{self.text[start:glued]}"; write e.g. 12, -3.5 or 1e6', start)
+            raise self.error(f'malformed number "{self.text[start:glued]}"; write e.g. 12, -3.5, +5 or 1e6', start)
         self.pos = end
         literal = found.group()
         if found.group(1) or found.group(2):
             value: int | float = float(literal)
             if not math.isfinite(value):
                 raise self.error(f"the number {shorten(literal)} is out of range (a double holds up to about 1.8e308)", start)
-        elif len(literal.lstrip("-")) > MAX_INT_DIGITS:
-            raise self.error(too_many_digits(len(literal.lstrip("-"))), start)
+        elif len(literal.lstrip("-+")) > MAX_INT_DIGITS:
+            raise self.error(too_many_digits(len(literal.lstrip("-+"))), start)
         else:
             value = int(literal)
         return Token("number", literal, start, value)
 
     def _name(self) -> str:
-        start = self.pos
-        while self.pos < len(self.text) and _name_char(self.text[self.pos]):
-            self.pos += 1
-        return self.text[start : self.pos]
+        """The key of the name at ``pos``: name characters, and ``\\x`` for any character ``x``."""
+        text = self.text
+        parts: list[str] = []
+        while self.pos < len(text):
+            ch = text[self.pos]
+            if ch == "\\":
+                if self.pos + 1 == len(text):
+                    raise self.error("a backslash at the end of a field escapes nothing; write \\\\ for a backslash in a key", self.pos)
+                parts.append(text[self.pos + 1])
+                self.pos += 2
+            elif _name_char(ch):
+                parts.append(ch)
+                self.pos += 1
+            else:
+                break
+        return "".join(parts)
 
     def _field(self) -> Token:
         start = self.pos
         first = self._name()
-        if first in _KEYWORD_VALUES:
+        if self.text[start : self.pos] in _KEYWORD_VALUES:  # as written: an escaped keyword is a field
             return Token(first, first, start, _KEYWORD_VALUES[first])
         keys: list[Key] = [first]
         text = self.text
@@ -426,9 +464,12 @@ def _equals(literal: Scalar) -> Callable[[Any], bool]:
 
 
 def _value_test(op: str, literal: Scalar) -> Callable[[Any], bool]:
+    """A number literal tests numbers only, ``!=`` included (Segment's ``number_not_equals``)."""
     if op in _ORDER:
         compare = _ORDER[op]
         return lambda value: type(value) in _NUMBERS and compare(value, literal)
+    if op == "!=" and type(literal) in _NUMBERS:
+        return lambda value: type(value) in _NUMBERS and value != literal
     equals = _equals(literal)
     return equals if op == "=" else lambda value: not equals(value)
 
@@ -448,10 +489,18 @@ def glob_regex(glob: str) -> re.Pattern[str]:
     return re.compile(first + "".join(f"(?>.*?{part})" for part in middle if part) + ".*" + last, re.DOTALL)
 
 
-def _function_test(function: str, argument: str) -> Callable[[Any], bool]:
+def _function_test(function: str, argument: str, negated: bool = False) -> Callable[[Any], bool]:
+    """``contains`` / ``match``, or with ``negated`` Segment's ``not_contains`` / ``not_*_with``.
+
+    Both need a string: a missing, null or non-string value fails either way.
+    """
     if function == "contains":
+        if negated:
+            return lambda value: type(value) is str and argument not in value
         return lambda value: type(value) is str and argument in value
     fullmatch = glob_regex(argument).fullmatch
+    if negated:
+        return lambda value: type(value) is str and fullmatch(value) is None
     return lambda value: type(value) is str and fullmatch(value) is not None
 
 
@@ -479,6 +528,8 @@ def compile_tree(node: Node) -> Predicate:
             return _compare(path, op, literal)
         case Call(function, path, argument):
             return _leaf(path, _function_test(function, argument))
+        case Not(Call(function, path, argument)):  # Segment's not_contains / not_starts_with / not_ends_with
+            return _leaf(path, _function_test(function, argument, negated=True))
         case Not(operand):
             inner = compile_tree(operand)
             return lambda event: not inner(event)

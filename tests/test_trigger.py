@@ -82,6 +82,9 @@ def ref_glob(pattern: str, text: str) -> bool:
 def ref_eval(node: Node, event: dict[str, Any]) -> bool:
     if isinstance(node, Const):
         return node.value
+    if isinstance(node, Not) and isinstance(node.operand, Call):  # Segment's not_contains / not_*_with
+        value = ref_get(event, node.operand.path)
+        return isinstance(value, str) and not ref_eval(node.operand, event)
     if isinstance(node, Not):
         return not ref_eval(node.operand, event)
     if isinstance(node, And):
@@ -95,6 +98,8 @@ def ref_eval(node: Node, event: dict[str, Any]) -> bool:
         return node.argument in value if node.function == "contains" else ref_glob(node.argument, value)
     if node.op == "=":
         return ref_equal(value, node.value)
+    if node.op == "!=" and is_number(node.value):  # Segment's number_not_equals: numbers only
+        return is_number(value) and value != node.value
     if node.op == "!=":
         return not ref_equal(value, node.value)
     if not is_number(value):
