@@ -54,6 +54,17 @@ def tmpfs(where: Path, size: str) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(where)], check=True)  # something still had a file open: detach it
 
 
+@contextmanager
+def small_queue(where: Path) -> Iterator[tuple[Path, Queue]]:
+    """A Queue on a 1 MB tmpfs at ``where``, closed and unmounted on the way out."""
+    with tmpfs(where, "1m") as volume:
+        queue = Queue(volume)
+        try:
+            yield volume, queue
+        finally:
+            queue.close()
+
+
 def fill(volume: Path) -> Path:
     """Write a file until the volume has no byte left (ENOSPC), as another program would; the file."""
     filler = volume / "filler"
@@ -162,40 +173,32 @@ def test_a_small_volume_takes_many_times_its_size_in_events(emulator: MetronomeE
 
 def test_the_queue_remembers_a_failed_commit_until_one_succeeds(tmp_path: Path) -> None:
     """In process, on the Queue: what /health reads, a failed commit rolled back whole, the reserve."""
-    with tmpfs(tmp_path / "q", "1m") as volume:
-        queue = Queue(volume)
-        try:
-            queue.put([orjson.dumps(track(f"q-{i}")) for i in range(20)])
-            claimed = queue.claim(20, 60)
-            assert len(claimed) == 20 and queue.commit_problem() is None
+    with small_queue(tmp_path / "q") as (volume, queue):
+        queue.put([orjson.dumps(track(f"q-{i}")) for i in range(20)])
+        claimed = queue.claim(20, 60)
+        assert len(claimed) == 20 and queue.commit_problem() is None
 
-            filler = fill(volume)
-            with pytest.raises(sqlite3.Error, match="refused below"):  # below the reserve, nothing is taken
-                queue.put([b'{"type": "track"}'])
-            with pytest.raises(sqlite3.Error, match="full"):  # SQLite's own failure: the WAL cannot grow
-                queue.settle(finished={row.id: "delivered" for row in claimed})
-            problem = queue.commit_problem()
-            assert problem is not None and problem.startswith(f"the disk of {volume} is full"), problem
-            assert queue.stats().counters["delivered"] == 0 and queue.stats().depth == 20  # rolled back whole
+        filler = fill(volume)
+        with pytest.raises(sqlite3.Error, match="refused below"):  # below the reserve, nothing is taken
+            queue.put([b'{"type": "track"}'])
+        with pytest.raises(sqlite3.Error, match="full"):  # SQLite's own failure: the WAL cannot grow
+            queue.settle(finished={row.id: "delivered" for row in claimed})
+        problem = queue.commit_problem()
+        assert problem is not None and problem.startswith(f"the disk of {volume} is full"), problem
+        assert queue.stats().counters["delivered"] == 0 and queue.stats().depth == 20  # rolled back whole
 
-            filler.unlink()
-            assert queue.commit_problem() is None  # a one-row probe committed: no traffic needed
-            queue.settle(finished={row.id: "delivered" for row in claimed})  # no transaction was left open
-            stats = queue.stats()
-            assert (stats.counters["received"], stats.counters["delivered"], stats.depth) == (20, 20, 0)
-            assert os.statvfs(volume).f_bavail * os.statvfs(volume).f_frsize > RESERVE_BYTES
-        finally:
-            queue.close()
+        filler.unlink()
+        assert queue.commit_problem() is None  # a one-row probe committed: no traffic needed
+        queue.settle(finished={row.id: "delivered" for row in claimed})  # no transaction was left open
+        stats = queue.stats()
+        assert (stats.counters["received"], stats.counters["delivered"], stats.depth) == (20, 20, 0)
+        assert os.statvfs(volume).f_bavail * os.statvfs(volume).f_frsize > RESERVE_BYTES
 
 
 def test_health_of_a_queue_that_commits_writes_nothing(tmp_path: Path) -> None:
     """Health is read often (load balancers, every few seconds): only a remembered failure makes it write."""
-    with tmpfs(tmp_path / "q", "1m") as volume:
-        queue = Queue(volume)
-        try:
-            queue.put([b"{}"])
-            before = {p.name: p.stat().st_size for p in volume.iterdir()}, os.statvfs(volume).f_bavail
-            assert all(queue.commit_problem() is None for _ in range(1000))
-            assert ({p.name: p.stat().st_size for p in volume.iterdir()}, os.statvfs(volume).f_bavail) == before
-        finally:
-            queue.close()
+    with small_queue(tmp_path / "q") as (volume, queue):
+        queue.put([b"{}"])
+        before = {p.name: p.stat().st_size for p in volume.iterdir()}, os.statvfs(volume).f_bavail
+        assert all(queue.commit_problem() is None for _ in range(1000))
+        assert ({p.name: p.stat().st_size for p in volume.iterdir()}, os.statvfs(volume).f_bavail) == before
