@@ -6,15 +6,20 @@ every other query is parsed once by ``jsonpath-rfc9535`` and kept.
 Segment-style dotted paths (``a.b[0]``, ``a['x.y']``, ``context.user agent``) are
 split here into the same keys. Where the spec is silent: a dotted name runs to the
 next ``.``, ``[`` or ``]`` and may hold spaces or dashes; a quoted name takes
-backslash escapes; a digit-only dotted name (``a.0``) is an error, since Segment
-would index an array with it and JSONPath never does: write ``a[0]`` or ``a['0']``.
+backslash escapes; a digit-only dotted name (``items.0``) means what Segment makes
+of it, a key of an object or an index of an array, whichever the value is.
+
+``compile_segment_path`` reads a ``@path`` argument: RFC 9535 where the text is valid
+RFC 9535, Segment's dotted reading of the rest of a ``$.`` text where it is not
+(``$.properties.order-id``, ``$.integrations.Actions Amplitude.session_id``), and
+``""`` or ``"$."`` as the whole event, as Segment has them.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import jsonpath_rfc9535
 from jsonpath_rfc9535.selectors import NameSelector
@@ -56,22 +61,42 @@ def walk(keys: tuple[Key, ...]) -> Getter:
 
     def get(doc: Any) -> Any:
         for key in keys:
-            if isinstance(key, str):
+            if type(key) is str:
                 if type(doc) is not dict:
                     return MISSING
                 doc = doc.get(key, MISSING)
                 if doc is MISSING:
                     return MISSING
-            else:
+            elif type(key) is int:
                 if type(doc) is not list:
                     return MISSING
                 try:
                     doc = doc[key]
                 except IndexError:
                     return MISSING
+            else:
+                doc = cast(DigitName, key).select(doc)
+                if doc is MISSING:
+                    return MISSING
         return doc
 
     return get
+
+
+class DigitName(str):
+    """A digit-only dotted name (``items.0``): Segment reads it as a key of an object or an index of an array.
+
+    JSONPath's own ``[0]`` and ``['0']`` say which; a dotted name cannot, so it takes
+    the one that fits the value, as a JavaScript property lookup does (an array
+    position only in its canonical spelling: ``01`` is never one).
+    """
+
+    def select(self, doc: Any) -> Any:
+        if type(doc) is dict:
+            return doc.get(self, MISSING)
+        if type(doc) is list and (self == "0" or self[0] != "0") and len(self) < 19 and int(self) < len(doc):
+            return doc[int(self)]
+        return MISSING
 
 
 _ENV = jsonpath_rfc9535.JSONPathEnvironment()
@@ -115,6 +140,40 @@ def compile_path(text: str, pointer: str = "") -> Path:
     if text.startswith("$"):
         return _compile_jsonpath(text, pointer)
     return Path(text, True, walk(_dotted_keys(text, pointer)))
+
+
+_WHOLE = ("", "$.")
+_JSONPATH_SYNTAX = re.compile(r"""[*?@()'"$]""")  # a name holding one of these was meant as JSONPath
+
+
+def compile_segment_path(text: str, pointer: str = "") -> Path:
+    """A ``@path`` argument: RFC 9535 where valid, else the Segment dotted path it is; errors stay RFC 9535's.
+
+    A ``$.`` text that RFC 9535 refuses is read as Segment reads it (the dotted path after
+    ``$.``) when each name is plain: a name holding ``* ? @ ( ) ' " $``, or starting or
+    ending with a space, was meant otherwise, so the RFC 9535 error, with its column,
+    is the one reported.
+    """
+    if text in _WHOLE:
+        return Path(text, True, _whole)
+    if not text.startswith("$"):
+        return compile_path(text, pointer)
+    try:
+        return _compile_jsonpath(text, pointer)
+    except ConfigError as strict:
+        if not text.startswith("$.") or _JSONPATH_SYNTAX.search(text, 2):
+            raise
+        try:
+            keys = _dotted_keys(text[2:], pointer)
+        except ConfigError:
+            raise strict from None
+        if any(type(key) is str and key != key.strip() for key in keys):
+            raise  # a name with a space at its end is a typo more often than a key
+        return Path(text, True, walk(keys))
+
+
+def _whole(doc: Any) -> Any:
+    return doc
 
 
 def _compile_jsonpath(text: str, pointer: str) -> Path:
@@ -200,8 +259,9 @@ def _dotted_name(name: str, offset: int, fail: Callable[[str, int], ConfigError]
     if name == "":
         raise fail("empty name between dots", offset)
     if _DIGITS.fullmatch(name):
-        # Segment would index an array with it, JSONPath never does: make the operator say which.
-        raise fail(f"{name!r} is ambiguous; write [{name}] for an array index or ['{name}'] for a key", offset)
+        if len(name) > MAX_INT_DIGITS:
+            raise fail(too_many_digits(len(name)), offset)
+        return DigitName(name)
     return name
 
 

@@ -44,6 +44,14 @@ MAX_EXPRESSION_DEPTH = 64  # nesting of one expression: parentheses, filters, su
 MAX_YAML_DEPTH = 128  # nesting of a YAML file
 MAX_FILE_BYTES = 4 * 1024 * 1024  # a mapping or plugin file
 MAX_INT_DIGITS = 100  # digits of an integer in a YAML file or an expression
+MAX_COMPUTED_CHARS = 4096  # a path or template an event computes ({"@path": {"@path": ...}}), compiled per event
+MAX_LIQUID_CHARS = 1000  # one @liquid template (Segment's limit)
+MAX_LIQUID_VALUE = 100_000  # characters of a text, or items of an array, one Liquid filter or render makes
+MAX_LIQUID_WORK = 20 * MAX_LIQUID_VALUE
+"""Characters and items all the filters of one Liquid render may take and make together. Each value is
+capped, but a 1000-character template can still run thirty filters over 100,000 items (seconds of work);
+this budget is counted, not timed, so the same event always gets the same outcome. Real templates use a
+few thousand."""
 
 _CONTAINERS = (dict, list)
 

@@ -12,12 +12,16 @@ Where the spec is silent:
 - Directive *options* (``operator``, ``mode``, ``pattern``, ``separator``, ``from``, ...)
   are literals checked at load time; ``value``, ``objects``, ``@coalesce`` items, the
   ``@if`` test and branches, ``@arrayPath`` and ``@transform`` parts are mapping values.
-- ``@merge`` without ``direction`` merges ``right`` (later wins); merging only
-  missing/null entries gives ``{}``. ``@merge`` and ``@flatten`` copy shallowly.
+- ``@merge`` without ``direction`` merges ``right`` (later wins); merging no entries,
+  or only missing/null ones, gives ``{}``. ``@merge`` and ``@flatten`` copy shallowly.
 - ``@if`` ``blank`` is true (``then``) for a value that is present and not null, "",
   0 or false; empty arrays and objects are not blank.
-- ``@replace`` and ``@case`` pass null, arrays and objects through unchanged; the
-  replacement is literal text (no ``$1`` / ``$&`` substitution as in JavaScript).
+- ``@replace`` makes null ``""`` (Segment's result); it and ``@case`` pass arrays and
+  objects through unchanged (Segment's ``@replace`` would make them ``""``), ``@case``
+  passes null too; the replacement is literal text (no ``$1`` / ``$&`` substitution).
+- ``@path`` and ``@template`` take a directive as their argument (Segment's form): the
+  text it gives is compiled per event, cached (``Computed``). ``docs/segment-compat.md``
+  lists every form beside Segment's reading of it.
 - ``@json`` decode passes non-strings (and text that is not JSON) through unchanged;
   NaN/Infinity do not parse; what it decodes is held to the event limits (64 levels,
   64-bit integers), past them the event is invalid.
@@ -42,6 +46,7 @@ Where the spec is silent:
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import re
@@ -55,8 +60,9 @@ import jmespath.exceptions
 import jmespath.functions
 
 from engine.errors import ConfigError, MappingFailure
-from engine.jsonpath import Getter, compile_path, expression_problem, shorten
-from engine.limits import MAX_DEPTH, MAX_INT, MAX_MAPPING_DEPTH, MIN_INT, depth_problem
+from engine.jsonpath import Getter, Path, compile_path, compile_segment_path, expression_problem, shorten
+from engine.liquid import compile_liquid
+from engine.limits import MAX_COMPUTED_CHARS, MAX_DEPTH, MAX_INT, MAX_MAPPING_DEPTH, MIN_INT, depth_problem
 from engine.missing import MISSING
 from engine.yamlsource import join_pointer
 
@@ -318,6 +324,52 @@ class Transform(Node):
         return value, {"from": self.source, "apply": apply_note, "mapping": mapping_note}
 
 
+class Computed(Node):
+    """``@path`` or ``@template`` of a directive (Segment's form): the text it gives is compiled per event.
+
+    The text comes from the event, so it is held to ``MAX_COMPUTED_CHARS`` and what it
+    compiles to is cached per text; a text that is not a string, or does not compile,
+    makes the event invalid, as it fails the event in Segment.
+    """
+
+    __slots__ = ("_argument", "_read")
+
+    def __init__(self, directive: str, argument: Node, compile_text: Callable[[str], Getter]) -> None:
+        super().__init__(f"{directive}({argument.source})")
+        self._argument = argument
+
+        @functools.lru_cache(maxsize=256)
+        def compiled(text: str) -> Getter:
+            try:
+                return compile_text(text)
+            except ConfigError as error:
+                return _failing(f"{directive} of {argument.source} gave {shorten(text)}, which {directive} cannot read: {error.message}")
+
+        def read(text: Any) -> Getter:
+            if type(text) is not str:
+                return _failing(f"{directive} of {argument.source} gave {_a(text)}; it must give a string (as in Segment)")
+            if len(text) > MAX_COMPUTED_CHARS:
+                return _failing(f"{directive} of {argument.source} gave {len(text):,} characters, over the limit of {MAX_COMPUTED_CHARS:,}")
+            return compiled(text)
+
+        self._read = read
+
+    def evaluate(self, doc: Any) -> Any:
+        return self._read(self._argument.evaluate(doc))(doc)
+
+    def explain(self, doc: Any) -> tuple[Any, Note]:
+        text, note = self._argument.explain(doc)
+        value = self._read(text)(doc)
+        return value, {"from": self.source, "argument": note, "read": text, "found": value is not MISSING}
+
+
+def _failing(message: str) -> Getter:
+    def fail(doc: Any) -> Any:
+        raise MappingFailure(message)
+
+    return fail
+
+
 def _explain_all(work: Iterable[tuple[Node, Any]]) -> tuple[list[Any], list[Note]]:
     """Explain each (node, document) pair: the values and the notes, in order."""
     pairs = [node.explain(doc) for node, doc in work]
@@ -380,9 +432,8 @@ def _compile(value: Any, pointer: str) -> Node:
     return Literal(value)
 
 
-def _path(text: str, pointer: str) -> Node:
-    path = compile_path(text, pointer)
-    return Leaf(text, path.evaluate)
+def _path(text: str, pointer: str, read: Callable[[str, str], Path] = compile_path) -> Node:
+    return Leaf(text, read(text, pointer).evaluate)
 
 
 def _object(value: dict[str, Any], pointer: str) -> Node:
@@ -470,7 +521,16 @@ def _string_argument(raw: Any, pointer: str, directive: str, what: str) -> str:
 
 
 def _path_directive(raw: Any, pointer: str) -> Node:
-    return _path(_string_argument(raw, pointer, "@path", "a path such as $.properties.plan or properties.plan"), pointer)
+    if _is_directive(raw):
+        return Computed("@path", _compile(raw, pointer), lambda text: compile_segment_path(text).evaluate)
+    return _path(_string_argument(raw, pointer, "@path", _PATH_ARGUMENT), pointer, compile_segment_path)
+
+
+_PATH_ARGUMENT = "a path such as $.properties.plan or properties.plan, or a directive that gives one"
+
+
+def _is_directive(raw: Any) -> bool:
+    return type(raw) is dict and any(type(key) is str and key.startswith("@") for key in raw)
 
 
 def _literal(raw: Any, pointer: str) -> Node:
@@ -521,6 +581,8 @@ def _replace(raw: Any, pointer: str) -> Node:
     steps = tuple(_replacer(pattern, replacement, ignorecase, everywhere) for pattern, replacement in pairs)
 
     def step(value: Any) -> Any:
+        if value is None:
+            return ""  # Segment's result for null
         if type(value) in (bool, int, float):
             value = _scalar_text(value)
         elif type(value) is not str:
@@ -607,8 +669,8 @@ def _merge(raw: Any, pointer: str) -> Node:
     args = _arguments(raw, pointer, "@merge", ("objects",), ("direction",))
     direction = _option(args, "direction", pointer, "@merge", str, "right", ("left", "right"))
     entries = args["objects"]
-    if type(entries) is not list or not entries:
-        raise ConfigError(f"@merge objects must be a non-empty list of mapping values, not {_a(entries)}", join_pointer(pointer, "objects"))
+    if type(entries) is not list:
+        raise ConfigError(f"@merge objects must be a list of mapping values, not {_a(entries)}", join_pointer(pointer, "objects"))
     parts = [_compile(entry, join_pointer(pointer, "objects", index)) for index, entry in enumerate(entries)]
     for index, part in enumerate(parts):
         if isinstance(part, Literal) and type(part.value) not in (dict, type(None)):
@@ -765,8 +827,20 @@ def _check_functions(tree: dict[str, Any], expression: str, pointer: str) -> Non
             raise ConfigError(f"{where} {name}() takes {wanted} argument(s), not {count}", pointer, offset)
 
 
+def _liquid(raw: Any, pointer: str) -> Node:
+    text = _string_argument(raw, pointer, "@liquid", 'a Liquid template such as "{{ properties.plan | upcase }}"')
+    return Leaf(f"@liquid({json.dumps(text, ensure_ascii=False)})", compile_liquid(text, pointer))
+
+
 def _template(raw: Any, pointer: str) -> Node:
-    text = _string_argument(raw, pointer, "@template", 'a text with placeholders such as "Hi {{traits.name}}"')
+    if _is_directive(raw):
+        return Computed("@template", _compile(raw, pointer), _template_renderer)
+    text = _string_argument(raw, pointer, "@template", 'a text with placeholders such as "Hi {{traits.name}}", or a directive that gives one')
+    return Leaf(f"@template({json.dumps(text, ensure_ascii=False)})", _template_renderer(text, pointer))
+
+
+def _template_renderer(text: str, pointer: str = "") -> Getter:
+    """The text's placeholders compiled once; the function renders one document."""
     parts: list[str | Getter] = []
     at = 0
     while (start := text.find("{{", at)) >= 0:
@@ -801,7 +875,7 @@ def _template(raw: Any, pointer: str) -> Node:
                 out.append(value if type(value) is str else _rendered(value))
         return "".join(out)
 
-    return Leaf(f"@template({json.dumps(text, ensure_ascii=False)})", render)
+    return render
 
 
 def _rendered(value: Any) -> str:
@@ -875,6 +949,7 @@ _DIRECTIVES: dict[str, Callable[[Any, str], Node]] = {
     "@path": _path_directive,
     "@jmespath": _jmespath,
     "@template": _template,
+    "@liquid": _liquid,
     "@literal": _literal,
     "@coalesce": _coalesce,
     "@if": _if,

@@ -6,7 +6,7 @@ package: a lexer (tokens that know their column), a recursive-descent parser (a 
 immutable tree, see :func:`parse`) and a compiler that turns the tree into closures.
 Only the closures run per event.
 
-Where Segment's FQL is defective (see ``reference/segment-compat.md``) we differ:
+Where Segment's FQL is defective (see ``docs/segment-compat.md``) we differ:
 ``not`` > ``and`` > ``or`` precedence, ``not``/``!`` negate, nesting to ``MAX_EXPRESSION_DEPTH``, full globs,
 ``'x'`` equals ``"x"``, any field path, and whatever does not parse is a ConfigError
 with the column of the bad token instead of a trigger that is silently false.
@@ -31,7 +31,10 @@ As Segment (its FQL compiles to ``not_contains``, ``number_not_equals`` and so o
   ``properties.a\\.b`` the key ``"a.b"`` (not ``a`` then ``b``).
 - Number literals may carry a sign: ``-5``, ``+5``, ``+1.5``.
 
-Choices where the contract is silent:
+Choices where the contract is silent (``docs/segment-compat.md`` lists each beside Segment's):
+
+- ``f = true`` needs the boolean; ``f != true`` is exactly its negation, true for a
+  missing field, ``false`` and the string ``"true"`` (Segment compares the text there).
 
 - ``<``, ``<=``, ``>``, ``>=`` compare numbers only, as Segment does; writing a string,
   boolean or null after them is an error at load time rather than a trigger that can
@@ -41,8 +44,9 @@ Choices where the contract is silent:
   ``contains`` or ``=`` for text holding them.
 - A field starts with a letter, ``_`` or a backslash escape; names continue with
   letters, digits, ``_``, ``-`` and backslash escapes (``\\`` and any character).
-  After a dot a name is always an object key (``items.0`` is the key ``"0"``); array
-  indexes are written ``items[0]`` (``[-1]`` counts from the end), odd keys
+  After a dot a digit-only name is what Segment makes of it, the key ``"0"`` of an
+  object or the first item of an array (``items.0``); ``items[0]`` is an index only
+  (``[-1]`` counts from the end), ``items["0"]`` a key only; odd keys
   ``properties["a.b"]`` or ``properties.a\\.b``. The keywords (``and or not true false
   null``, lowercase) cannot be the first name of a field unless a character of it is
   escaped (``tru\\e`` is the field ``true``).
@@ -65,11 +69,12 @@ from jmespath.exceptions import EmptyExpressionError, IncompleteExpressionError,
 from jmespath.functions import Functions
 
 from engine.errors import ConfigError
-from engine.jsonpath import Key, expression_problem, shorten, too_deep, too_many_digits, walk
+from engine.jsonpath import DigitName, Key, expression_problem, shorten, too_deep, too_many_digits, walk
 from engine.limits import MAX_EXPRESSION_DEPTH, MAX_INT_DIGITS
 from engine.missing import MISSING
 
 Event = dict[str, Any]
+_DIGITS = re.compile(r"[0-9]+")  # a dotted name read as Segment reads it (jsonpath.DigitName)
 Predicate = Callable[[Event], bool]
 Scalar = str | int | float | bool | None
 Path = tuple[Key, ...]
@@ -290,7 +295,7 @@ class _Lexer:
                 name = self._name()
                 if not name:
                     raise self.error('expected a name after "." in a field (write odd keys as ["key"])', self.pos)
-                keys.append(name)
+                keys.append(DigitName(name) if _DIGITS.fullmatch(name) else name)
             elif text[self.pos + 1 : self.pos + 2] in ("'", '"'):
                 self.pos += 1
                 keys.append(self._string())

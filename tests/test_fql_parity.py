@@ -54,7 +54,7 @@ def segment_leaf(value: Any, op: str, literal: Any) -> bool:
 
     - ``f = "s"`` strict string equality; ``f != "s"`` its negation (true when missing)
     - a number literal: false unless the value is a number (not a bool), ``!=`` included
-    - ``f = true`` / ``false``: the value must be that boolean
+    - ``f = true`` / ``false``: the value must be that boolean; ``!=`` is its negation
     - ``f = null``: missing or null; ``f != null``: exists and not null
     - ``contains`` / ``match`` (``abc*`` prefix, ``*abc`` suffix) and their ``!`` forms:
       all false unless the value is a string
@@ -73,8 +73,9 @@ def segment_leaf(value: Any, op: str, literal: Any) -> bool:
         exists = value is not ABSENT and value is not None
         return exists if op == "!=" else not exists
     if isinstance(literal, bool):
-        assert op == "="  # the table says nothing of != true; not generated
-        return isinstance(value, bool) and value == literal
+        # The table says nothing of `!= true`; docs/segment-compat.md decides: the negation of `= true`.
+        equal = isinstance(value, bool) and value == literal
+        return not equal if op == "!=" else equal
     if isinstance(literal, str):
         equal = isinstance(value, str) and value == literal
         return not equal if op == "!=" else equal
@@ -296,7 +297,7 @@ def leaves(draw: st.DrawFn) -> Leaf:
         quoted = '"' + argument + '"'
         return Leaf(field, op, argument, f"{op}({name}, {quoted})")
     if op in ("=", "!="):
-        kinds = ["string", "number", "null"] + (["bool"] if op == "=" else [])
+        kinds = ["string", "number", "null", "bool"]
         kind = draw(st.sampled_from(kinds))
     else:
         kind = "number"

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError, MappingFailure
-from engine.jsonpath import compile_path
+from engine.jsonpath import compile_path, compile_segment_path
 from engine.missing import MISSING
 
 CTS_FILE = Path(__file__).parents[2] / "shared" / "data" / "jsonpath-cts.json"
@@ -258,13 +258,30 @@ def test_dotted_examples(text: str, query: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({"a": {"0": "key"}}, "key"),
+        ({"a": ["index", "b"]}, "index"),
+        ({"a": {"1": "x"}}, MISSING),
+        ({"a": []}, MISSING),
+        ({"a": "text"}, MISSING),  # never a character of a string, as JavaScript would give
+    ],
+)
+def test_a_digit_only_name_is_a_key_or_an_index_as_segment_reads_it(doc: Any, expected: Any) -> None:
+    assert compile_path("a.0").evaluate(doc) == expected
+    assert compile_path("a.0.b").evaluate({"a": [{"b": 1}]}) == 1
+    assert compile_path("a.01").evaluate({"a": [1, 2]}) is MISSING  # "01" is no array position
+    assert compile_path("a.01").evaluate({"a": {"01": 3}}) == 3
+
+
+@pytest.mark.parametrize(
     ("text", "offset", "says"),
     [
         ("", 0, "empty"),
         ("a..b", 2, "empty name"),
         (".a", 0, "starts with"),
         ("a.", 2, "empty name"),
-        ("a.0", 2, "[0] for an array index"),
+        ("a." + "1" * 101, 2, "digits"),
         ("a[x]", 1, "expected"),
         ("a['x'", 1, "expected"),
         ("a]", 1, "unexpected ']'"),
@@ -279,3 +296,65 @@ def test_dotted_errors_name_the_column(text: str, offset: int, says: str) -> Non
     assert caught.value.pointer == "/mapping/f"
     assert says in caught.value.message
     assert f"column {offset + 1}" in caught.value.message
+
+
+# --- (4) @path arguments: RFC 9535 where valid, Segment's dotted path where not (issue 13) ---------
+
+SEGMENT_NAME = st.from_regex(r"[a-z0-9][a-z0-9 \-_]{0,6}[a-z0-9]|[a-z0-9]", fullmatch=True)
+
+
+def segment_get(doc: Any, names: list[str]) -> Any:
+    """A plain reading of Segment's ``get`` without its defects: a name is a key, or a canonical array position."""
+    for name in names:
+        if isinstance(doc, dict) and name in doc:
+            doc = doc[name]
+        elif isinstance(doc, list) and name.isdigit() and (name == "0" or name[0] != "0") and int(name) < len(doc):
+            doc = doc[int(name)]
+        else:
+            return MISSING
+    return doc
+
+
+@st.composite
+def doc_along(draw: st.DrawFn, names: list[str]) -> Any:
+    """A document that holds a value at ``names`` (a digit-only name sometimes as an array position)."""
+    value: Any = draw(st.integers())
+    for name in reversed(names):
+        if name.isdigit() and (name == "0" or name[0] != "0") and int(name) < 4 and draw(st.booleans()):
+            value = [value if i == int(name) else None for i in range(int(name) + 1)]
+        else:
+            value = {name: value, **draw(st.dictionaries(SEGMENT_NAME, st.integers(), max_size=2))}
+    return value
+
+
+@settings(max_examples=300)
+@given(data=st.data(), names=st.lists(SEGMENT_NAME, min_size=1, max_size=4))
+def test_a_segment_path_reads_what_segment_reads(data: st.DataObject, names: list[str]) -> None:
+    path = compile_segment_path("$." + ".".join(names))
+    assert path.singular
+    for doc in (data.draw(doc_along(names)), data.draw(JSON)):
+        assert path.evaluate(doc) == segment_get(doc, names)
+
+
+@pytest.mark.parametrize("text", ["", "$."])
+def test_the_empty_path_is_the_whole_event(text: str) -> None:
+    doc = {"a": [1]}
+    assert compile_segment_path(text).evaluate(doc) is doc
+
+
+@pytest.mark.parametrize(
+    ("text", "column"),
+    [
+        ("$.items[?@.price >]", 19),  # a filter with a typo: JSONPath was meant
+        ("$.a.b*", 6),
+        ("$.a.'x'", 5),
+        ("$.a.(b)", 5),
+        ("$.a..", 6),
+        ("$.a. b", 5),
+    ],
+)
+def test_a_path_meant_as_jsonpath_keeps_the_rfc_error(text: str, column: int) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compile_segment_path(text, "/m")
+    assert caught.value.message.startswith("invalid JSONPath"), caught.value.message
+    assert f"column {column}" in caught.value.message

@@ -225,7 +225,7 @@ def test_replace() -> None:
     assert run({"@replace": {"value": "a.b*c", "pattern": ".", "replacement": "$&\\1"}}) == "a$&\\1b*c"
     assert run({"@replace": {"value": "$.properties.price", "pattern": ".", "replacement": ","}}) == "1,5"
     assert run({"@replace": {"value": "$.properties.no", "pattern": "f", "replacement": "F"}}) == "False"
-    assert run({"@replace": {"value": "$.userId", "pattern": "x"}}) is None
+    assert run({"@replace": {"value": "$.userId", "pattern": "x"}}) == ""  # null -> "", Segment's result (issue 13)
     assert config_error({"@replace": {"value": "x", "pattern": ""}}).pointer == "/m/@replace/pattern"
     assert config_error({"@replace": {"value": "x", "pattern": "a", "global": "yes"}}).pointer == "/m/@replace/global"
     assert config_error({"@replace": {"value": "x", "pattern": "a", "replacement2": "b"}}).pointer == "/m/@replace/replacement2"
@@ -540,3 +540,74 @@ def test_the_compiled_jmespath_subset_equals_the_library(expression: str, docume
     expected = jmespath.search(expression, document)
     node = compile_mapping({"@jmespath": expression})
     assert node.evaluate(document) == (MISSING if expected is None else expected)
+
+
+# --- Segment's forms (issue 13): a directive as the argument of @path and @template -------------------
+
+
+def test_path_of_a_directive_reads_the_path_it_gives() -> None:
+    doc = {"field": "$.properties.order-id", "properties": {"order-id": "o-1", "plan": "pro"}}
+    assert run({"@path": {"@path": "$.field"}}, doc) == "o-1"
+    assert run({"@path": {"@template": "$.properties.{{which}}"}}, {**doc, "which": "plan"}) == "pro"
+    assert run({"@path": {"@literal": ""}}, doc) == doc
+
+
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        (None, "gave null; it must give a string"),
+        (5, "gave the number 5; it must give a string"),
+        ("$.a[", "which @path cannot read: invalid JSONPath"),
+        ("$." + "a" * 5000, "5,002 characters, over the limit of 4,096"),
+    ],
+)
+def test_path_of_a_directive_that_gives_no_path_fails_the_event(field: Any, says: str) -> None:
+    with pytest.raises(MappingFailure) as caught:
+        run({"@path": {"@path": "$.field"}}, {"field": field})
+    assert says in str(caught.value)
+    assert "@path of $.field" in str(caught.value)
+
+
+def test_path_of_a_directive_missing_fails_the_event_as_in_segment() -> None:
+    with pytest.raises(MappingFailure, match="gave nothing"):
+        run({"@path": {"@path": "$.field"}}, {})
+
+
+def test_template_of_a_directive_renders_the_template_it_gives() -> None:
+    assert run({"@template": {"@path": "$.tpl"}}, {"tpl": "Hi {{traits.name}}", "traits": {"name": "Ann"}}) == "Hi Ann"
+    with pytest.raises(MappingFailure, match="unclosed"):
+        run({"@template": {"@path": "$.tpl"}}, {"tpl": "Hi {{traits.name"})
+
+
+def test_a_computed_path_is_explained_with_the_text_it_read() -> None:
+    node = compile_mapping({"@path": {"@path": "$.field"}}, "/m")
+    value, note = node.explain({"field": "$.a", "a": 1})
+    assert value == 1
+    assert note["read"] == "$.a" and note["argument"]["from"] == "$.field" and note["found"] is True
+
+
+@pytest.mark.parametrize("raw", [{"a": 1}, ["$.a"], 5])
+def test_path_takes_a_string_or_a_directive(raw: Any) -> None:
+    assert "or a directive that gives one" in config_error({"@path": raw}).message
+
+
+PATH_TEXTS = st.sampled_from(["$.a", "$.a.b c", "$.a.b c.0", "a.b c[1]", "$.a['b c'][*]", "$.", "", "$.a[", "$"])
+
+
+@settings(max_examples=200)
+@given(field=JSON | PATH_TEXTS | st.text(max_size=8).map(lambda text: "$." + text))
+def test_a_computed_path_gives_what_the_static_path_gives_or_fails_the_event(field: Any) -> None:
+    doc = {"field": field, "a": {"b c": [1, 2]}}
+    try:
+        got = run({"@path": {"@path": "$.field"}}, doc)
+    except MappingFailure:
+        if type(field) is str and len(field) <= 4096:
+            with pytest.raises(ConfigError):
+                compile_mapping({"@path": field}, "/m")
+        return
+    assert type(field) is str
+    assert got == run({"@path": field}, doc) or got is run({"@path": field}, doc)
+
+
+def test_merge_of_no_objects_is_an_empty_object() -> None:
+    assert run({"@merge": {"direction": "left", "objects": []}}) == {}

@@ -42,7 +42,11 @@ def matches(trigger: str | dict[str, Any], event: dict[str, Any]) -> bool:
 
 def ref_get(event: Any, path: tuple[str | int, ...]) -> Any:
     for key in path:
-        if isinstance(key, str):
+        if type(key) is not str and isinstance(key, str) and isinstance(event, list):  # a dotted digit-only name
+            key = int(key) if key == "0" or key[0] != "0" else len(event)
+            if key >= len(event):
+                return MISSING
+        elif isinstance(key, str):
             if not isinstance(event, dict) or key not in event:
                 return MISSING
         elif not isinstance(event, list) or not -len(event) <= key < len(event):
@@ -179,7 +183,8 @@ CASES = [
     ('properties.items[1].sku = "x2"', True),
     ('properties.items[-1].sku = "x2"', True),
     ('properties.items[2].sku = null', True),
-    ('properties.items.0.sku = "x1"', False),  # after a dot a name is a key, not an index
+    ('properties.items.0.sku = "x1"', True),  # a digit-only name after a dot: a key, or an index as here (Segment, issue 13)
+    ('properties["items"]["0"] = "x1"', False),  # a quoted name is a key only
     ("true", True),
     ("false", False),
     ("not true", False),
