@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 import httpx
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from engine.deadletters import DeadLetterFile, json_text

@@ -37,7 +37,8 @@ def walk(keys: tuple[Key, ...]) -> Getter:
     """A getter that follows ``keys`` into a JSON document, giving MISSING on any gap.
 
     Same result as the RFC 9535 singular query built from those keys: a name only
-    selects in an object, an index only in an array (negative counts from the end).
+    selects in an object, an index only in an array (negative counts from the end);
+    a :class:`DigitName` (Segment's ``items.0``) selects in either.
     One or two names, the common case (``$.event``, ``$.context.groupId``), get a
     getter of their own: the per-event path pays for no loop.
     """
@@ -142,7 +143,7 @@ def compile_path(text: str, pointer: str = "") -> Path:
     return Path(text, True, walk(_dotted_keys(text, pointer)))
 
 
-_WHOLE = ("", "$.")
+_WHOLE = ("", ".", "$.", "$..")  # Segment's get: "" and "." are the root, after it strips one "$."
 _JSONPATH_SYNTAX = re.compile(r"""[*?@()'"$]""")  # a name holding one of these was meant as JSONPath
 
 
@@ -258,11 +259,14 @@ def _dotted_keys(text: str, pointer: str) -> tuple[Key, ...]:
 def _dotted_name(name: str, offset: int, fail: Callable[[str, int], ConfigError]) -> str:
     if name == "":
         raise fail("empty name between dots", offset)
-    if _DIGITS.fullmatch(name):
-        if len(name) > MAX_INT_DIGITS:
-            raise fail(too_many_digits(len(name)), offset)
-        return DigitName(name)
-    return name
+    if _DIGITS.fullmatch(name) and len(name) > MAX_INT_DIGITS:
+        raise fail(too_many_digits(len(name)), offset)
+    return segment_key(name)
+
+
+def segment_key(name: str) -> str:
+    """The key a dotted name (or a name of Segment's array form of a path) stands for."""
+    return DigitName(name) if _DIGITS.fullmatch(name) else name
 
 
 # --- limits of an expression, checked before a library parser sees it ----------------------

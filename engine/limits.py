@@ -45,6 +45,7 @@ MAX_YAML_DEPTH = 128  # nesting of a YAML file
 MAX_FILE_BYTES = 4 * 1024 * 1024  # a mapping or plugin file
 MAX_INT_DIGITS = 100  # digits of an integer in a YAML file or an expression
 MAX_COMPUTED_CHARS = 4096  # a path or template an event computes ({"@path": {"@path": ...}}), compiled per event
+MAX_COMPUTED_RENDER = 100_000  # characters a template an event computes may render
 MAX_LIQUID_CHARS = 1000  # one @liquid template (Segment's limit)
 MAX_LIQUID_VALUE = 100_000  # characters of a text, or items of an array, one Liquid filter or render makes
 MAX_LIQUID_WORK = 20 * MAX_LIQUID_VALUE

@@ -38,6 +38,7 @@ LIMITS = {
     "nesting of one expression (JSONPath, JMESPath, FQL: brackets, parentheses, negations)": f"{limits.MAX_EXPRESSION_DEPTH} levels",
     "integers in a file or an expression": f"{limits.MAX_INT_DIGITS} digits",
     "a path or template an event computes (`{\"@path\": {\"@path\": …}}`)": f"{limits.MAX_COMPUTED_CHARS} characters",
+    "what a template an event computes renders": f"{limits.MAX_COMPUTED_RENDER:,} characters",
     "one `@liquid` template": f"{limits.MAX_LIQUID_CHARS} characters",
     "what one Liquid filter or render makes": f"{limits.MAX_LIQUID_VALUE:,} characters",
     "the work of one Liquid render": f"{limits.MAX_LIQUID_WORK:,} characters and items",
@@ -55,5 +56,5 @@ def test_every_limit_of_engine_limits_has_a_row() -> None:
     declared = {name for name in vars(limits) if re.fullmatch(r"(MAX|MIN)_[A-Z_]+|[A-Z_]+_LIMIT", name)}
     stated = {"MAX_DEPTH", "MIN_INT", "MAX_INT", "EVENT_LIMIT", "REQUEST_LIMIT", "MAX_BATCH_EVENTS", "MAX_REQUEST_DEPTH",
               "MAX_FILE_BYTES", "MAX_YAML_DEPTH", "MAX_MAPPING_DEPTH", "MAX_EXPRESSION_DEPTH", "MAX_INT_DIGITS",
-              "MAX_COMPUTED_CHARS", "MAX_LIQUID_CHARS", "MAX_LIQUID_VALUE", "MAX_LIQUID_WORK"}
+              "MAX_COMPUTED_CHARS", "MAX_COMPUTED_RENDER", "MAX_LIQUID_CHARS", "MAX_LIQUID_VALUE", "MAX_LIQUID_WORK"}
     assert declared == stated, "a limit was added to engine/limits.py: give it a row in the README and in LIMITS above"

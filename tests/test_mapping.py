@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError, MappingFailure
+from engine.jsonpath import compile_segment_path
 from engine.mapping import compile_mapping
 from engine.missing import MISSING
 
@@ -421,7 +422,9 @@ def test_defect_checks_happen_once_at_load(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(jmespath, "compile", forbidden)
     monkeypatch.setattr(jsonpath_rfc9535.JSONPathEnvironment, "compile", forbidden)
-    monkeypatch.setattr("engine.mapping.compile_path", forbidden)
+    monkeypatch.setattr("engine.mapping.structure.compile_path", forbidden)
+    monkeypatch.setattr("engine.mapping.text.compile_path", forbidden)
+    monkeypatch.setattr("engine.jsonpath.compile_path", forbidden)
     monkeypatch.setattr("re.compile", forbidden)
     assert node.evaluate({"items": [1], "x": {"y": "z"}, "s": "aA"}) == {"a": [1], "b": 1, "c": "z", "d": "bb"}
 
@@ -586,9 +589,40 @@ def test_a_computed_path_is_explained_with_the_text_it_read() -> None:
     assert note["read"] == "$.a" and note["argument"]["from"] == "$.field" and note["found"] is True
 
 
-@pytest.mark.parametrize("raw", [{"a": 1}, ["$.a"], 5])
-def test_path_takes_a_string_or_a_directive(raw: Any) -> None:
-    assert "or a directive that gives one" in config_error({"@path": raw}).message
+@pytest.mark.parametrize("raw", [{"a": 1}, ["a", 1], 5, None])
+def test_path_takes_a_string_a_list_of_keys_or_a_directive(raw: Any) -> None:
+    assert "or a directive that gives a path" in config_error({"@path": raw}).message
+
+
+def test_path_of_a_list_of_keys_walks_them_as_segment_does() -> None:
+    doc = {"a": {"b c": [10, 20]}}
+    assert run({"@path": ["a", "b c", "1"]}, doc) == 20
+    assert run({"@path": []}, doc) == doc
+    assert run({"@path": ["a", "nope"]}, doc) is MISSING
+
+
+@pytest.mark.parametrize("text", ["$..*", "$.a[*]", "$.a[?@.b]", "$.a[0:2]", "$..a"])
+def test_a_computed_path_names_one_value_only(text: str) -> None:
+    with pytest.raises(MappingFailure, match="must name one value"):
+        run({"@path": {"@path": "$.p"}}, {"p": text, "a": [{"b": 1}]})
+
+
+def test_a_computed_template_names_single_values_and_renders_at_most_the_limit() -> None:
+    with pytest.raises(MappingFailure, match="single values"):
+        run({"@template": {"@path": "$.t"}}, {"t": "{{$..*}}", "a": 1})
+    big = {"t": "{{s}}" * 20, "s": "x" * 6000}
+    with pytest.raises(MappingFailure, match="more than 100,000 characters"):
+        run({"@template": {"@path": "$.t"}}, big)
+    assert run({"@template": {"@path": "$.t"}}, {**big, "t": "{{s}}" * 16}) == "x" * 96000
+
+
+def test_an_empty_second_pattern_is_ignored_as_in_segment() -> None:
+    assert run({"@replace": {"pattern": "a", "replacement": "b", "pattern2": "", "value": "$.event"}}) == "Order Completed".replace("a", "b")
+
+
+def test_a_plain_path_that_segment_reads_points_at_the_path_directive() -> None:
+    message = config_error("$.properties.order-id").message
+    assert message.startswith("invalid JSONPath") and '{"@path": "$.properties.order-id"}' in message
 
 
 PATH_TEXTS = st.sampled_from(["$.a", "$.a.b c", "$.a.b c.0", "a.b c[1]", "$.a['b c'][*]", "$.", "", "$.a[", "$"])
@@ -601,9 +635,12 @@ def test_a_computed_path_gives_what_the_static_path_gives_or_fails_the_event(fie
     try:
         got = run({"@path": {"@path": "$.field"}}, doc)
     except MappingFailure:
-        if type(field) is str and len(field) <= 4096:
-            with pytest.raises(ConfigError):
-                compile_mapping({"@path": field}, "/m")
+        if type(field) is str and len(field) <= 4096:  # a static @path refuses it too, or it names several values
+            try:
+                static = compile_mapping({"@path": field}, "/m")
+            except ConfigError:
+                return
+            assert not compile_segment_path(field).singular, static
         return
     assert type(field) is str
     assert got == run({"@path": field}, doc) or got is run({"@path": field}, doc)
