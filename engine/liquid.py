@@ -42,6 +42,13 @@ Where we differ from Segment, on purpose:
   "", an array renders its items joined with nothing (``["a", "b"]`` -> ``ab``), an object renders
   ``[object Object]``, a range renders its numbers joined. The same conversion feeds the text
   filters (``append``, ``replace``, ``upcase`` ...) and ``join``.
+- ``strip_html``, ``divided_by`` and ``round`` are liquidjs's, not the library's: ``strip_html``
+  removes script, style and comment blocks and ``<...>`` tags as liquidjs's pattern does (in linear
+  time); ``divided_by`` divides as JavaScript does (``5 | divided_by: 3`` is ``1.6666666666666667``;
+  ``divided_by: 3, true`` floors) and ``round`` rounds halves up (``-2.5`` -> ``-2``). A number that
+  is not finite (division by zero, overflow) fails the event instead of writing Infinity or NaN.
+- liquidjs filters python-liquid does not have (``json``, ``push``, ``slugify``, ``date_to_string``
+  ...) are load errors that say what to write instead.
 - The variables ``now`` and ``today`` that python-liquid adds are not defined (liquidjs has no
   such variables; an event key of that name is read as usual). ``"now" | date: ...`` works.
 
@@ -55,7 +62,7 @@ import html
 import inspect
 import math
 import re
-from decimal import Decimal, DivisionByZero, DivisionUndefined, InvalidOperation
+from decimal import Decimal, DecimalException, DivisionByZero, DivisionUndefined, InvalidOperation, Overflow, Subnormal, Underflow
 from io import StringIO
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, TextIO
 
@@ -74,6 +81,7 @@ from liquid.exceptions import (
     OutputStreamLimitError,
 )
 from liquid.expression import Expression
+from liquid.filter import num_arg
 from liquid.output import LimitedStringIO
 from liquid.token import TOKEN_DOC, TOKEN_EXPRESSION, TOKEN_TAG, Token
 from liquid.utils import ReadOnlyChainMap
@@ -111,10 +119,38 @@ _TAG_ADVICE = {
     "continue": "it only works inside a loop, and loops are not available in @liquid",
 }
 
+_JSON_INSTEAD = 'encode the value with {"@json": {"mode": "encode", "value": "$.properties"}} in its own field'
+_NO_EQUIVALENT = "there is no equivalent here; shape the value with another mapping directive first"
+_LIQUIDJS_ONLY = {
+    "json": _JSON_INSTEAD,
+    "jsonify": _JSON_INSTEAD,
+    "inspect": _JSON_INSTEAD,
+    "to_integer": "{{ value | plus: 0 }} reads a text of digits as a number",
+    "push": 'for texts, {{ list | join: "," | append: ",item" | split: "," }} adds one at the end; otherwise ' + _NO_EQUIVALENT,
+    "unshift": 'for texts, {{ list | join: "," | prepend: "item," | split: "," }} adds one at the start; otherwise ' + _NO_EQUIVALENT,
+    "pop": "{% assign n = list | size | minus: 1 %}{{ list | slice: 0, n }} drops the last item",
+    "shift": "{% assign n = list | size %}{{ list | slice: 1, n }} drops the first item",
+    "sample": "it picks at random, so the same event would map differently on each run; pick an item with first, last or slice",
+    "slugify": '{{ value | downcase | strip | replace: " ", "-" }} is close (it keeps punctuation)',
+    "xml_escape": "write escape (liquidjs's xml_escape is its escape)",
+    "cgi_escape": "write url_encode (it escapes the same characters)",
+    "uri_escape": "url_encode is the nearest, but it also escapes / ? & = and #, so use it on one part of the URI only",
+    "normalize_whitespace": "squish collapses runs of whitespace to one space (and also trims both ends)",
+    "number_of_words": '{{ value | split: " " | size }} counts the words',
+    "date_to_xmlschema": 'write date: "%Y-%m-%dT%H:%M:%S%z" (the offset is written +0200, without a colon)',
+    "date_to_rfc822": 'write date: "%a, %d %b %Y %H:%M:%S %z"',
+    "date_to_string": 'write date: "%d %b %Y"',
+    "date_to_long_string": 'write date: "%d %B %Y"',
+    "raw": "it returns its input unchanged; remove it",
+    "sha256": _NO_EQUIVALENT,
+    "hmac_sha256": _NO_EQUIVALENT,
+}
+"""liquidjs's built-in filters that python-liquid 2.3.6 does not have (Segment's disabled ones aside), with what
+to write instead. They would otherwise be "unknown", or get a misleading "did you mean" (push -> plus)."""
+
 _FILTER_ADVICE = {
-    "json": 'it is a liquidjs filter python-liquid lacks; encode the value with {"@json": {"mode": "encode", "value": "$.properties"}} in its own field',
-    "jsonify": 'it is a liquidjs filter python-liquid lacks; encode the value with {"@json": {"mode": "encode", "value": "$.properties"}} in its own field',
-    "to_integer": "it is a liquidjs filter python-liquid lacks; {{ value | plus: 0 }} reads a text of digits as a number",
+    name: "it is a liquidjs filter that actionmap's Liquid (python-liquid) does not have; " + instead
+    for name, instead in _LIQUIDJS_ONLY.items()
 }
 
 _NAMESPACE_BYTES = 32 * MAX_LIQUID_VALUE
@@ -167,15 +203,26 @@ def _js_number(value: float) -> str:
     return "-" + text if sign else text
 
 
-def _text(value: Any, budget: int = MAX_LIQUID_VALUE) -> str:
+def _over_budget(length: int, part: str) -> _Refused:
+    """Why a text of ``length`` characters does not fit its budget, said for the whole it is part of."""
+    if part in ("value", "output") and length > MAX_LIQUID_VALUE:  # over the limit on its own
+        return _Refused(f"a text of {length} characters is over the limit of {MAX_LIQUID_VALUE}", token=None)
+    if part.startswith("output"):  # the budget was what is left of the rendered text
+        return _Refused(f"the rendered text would pass {MAX_LIQUID_VALUE} characters (the limit)", token=None)
+    return _Refused(f"the text of an array would pass {MAX_LIQUID_VALUE} characters (the limit)", token=None)
+
+
+def _text(value: Any, budget: int = MAX_LIQUID_VALUE, part: str = "value") -> str:
     """``value`` as liquidjs's ``stringify`` writes it; refused past ``budget`` characters.
 
     Arrays (and ranges) are walked with a running count, so a huge one stops at the limit
-    instead of being written out first.
+    instead of being written out first. ``part`` says what ``budget`` is left of, for the message:
+    ``"value"`` (a filter's input), ``"output"`` (the rendered text: ``budget`` is what is left of
+    it), ``"array"`` / ``"output array"`` (an item of an array written for one of those).
     """
     if type(value) is str:
         if len(value) > budget:
-            raise _Refused(f"a text of {len(value)} characters is over the limit of {MAX_LIQUID_VALUE}", token=None)
+            raise _over_budget(len(value), part)
         return value
     if value is None or isinstance(value, Undefined):
         return ""
@@ -192,18 +239,19 @@ def _text(value: Any, budget: int = MAX_LIQUID_VALUE) -> str:
             raise _Refused(f"an array of {len(value)} items is over the limit of {MAX_LIQUID_VALUE}", token=None)
         parts: list[str] = []
         used = 0
+        inner = "output array" if part.startswith("output") else "array"
         for item in value:
-            part = _text(item, budget - used)
-            used += len(part)
-            parts.append(part)
+            text = _text(item, budget - used, inner)
+            used += len(text)
+            parts.append(text)
         return "".join(parts)
     if isinstance(value, Mapping):
         return "[object Object]"
     if isinstance(value, str):  # a str subclass (markupsafe.Markup)
-        return _text(str(value), budget)
+        return _text(str(value), budget, part)
     if isinstance(value, Decimal):
         return _js_number(float(value))
-    return _text(str(value), budget)
+    return _text(str(value), budget, part)
 
 
 # --- the checks around every filter ---------------------------------------------------------------
@@ -322,6 +370,109 @@ def _checked_date(func: Callable[..., Any]) -> Callable[..., Any]:
     return date
 
 
+# --- filters that follow liquidjs, not the library ---------------------------------------------
+
+
+_HTML_BLOCKS = (("<script", "</script>"), ("<style", "</style>"), ("<!--", "-->"))
+
+
+def _strip_html(text: str) -> str:
+    """liquidjs's ``strip_html``, in linear time.
+
+    liquidjs removes what ``<script.*?</script>|<!--.*?-->|<style.*?</style>|<.*?>`` matches (each
+    ``.`` any character, newlines too; case-sensitive): at each ``<``, a script, style or comment
+    block up to its first closer, else up to the first ``>``. The library's version is Python's
+    ``HTMLParser``, quadratic on some inputs (``">" + "<a" * n``) and different on many others.
+
+    A regex would rescan the rest of the text from every ``<`` whose closer is missing. Here each
+    closer's next position is remembered: a search starts after every earlier start, so a closer
+    not found once is not found again, and a found one serves every start before it. Each search
+    therefore covers new text only: linear in ``len(text)`` whatever the text.
+    """
+    closers = [0] * len(_HTML_BLOCKS)  # per block kind: the next closer at or after a start, -1 if none
+    out: list[str] = []
+    i = 0
+    while True:
+        lt = text.find("<", i)
+        if lt < 0:
+            out.append(text[i:])
+            break
+        out.append(text[i:lt])
+        end = -1
+        for kind, (opener, closer) in enumerate(_HTML_BLOCKS):
+            if text.startswith(opener, lt):  # the openers exclude one another: at most one applies
+                start = lt + len(opener)
+                if 0 <= closers[kind] < start:
+                    closers[kind] = text.find(closer, start)
+                if closers[kind] >= 0:
+                    end = closers[kind] + len(closer)
+                break
+        if end < 0:
+            gt = text.find(">", lt + 1)
+            if gt < 0:  # no ">" after this "<", so none after any later one (and every closer holds one)
+                out.append(text[lt:])
+                break
+            end = gt + 1
+        i = end
+    return "".join(out)
+
+
+_SAFE_INTEGER = 2**53  # below it, a JavaScript number that is integral is written and computed as an integer
+
+
+def _js_result(value: float) -> float | int:
+    """A JavaScript number as a filter result: refused when not finite (a payload cannot carry it),
+    an ``int`` when integral (so that other filters take it as one), else the float."""
+    if math.isnan(value) or math.isinf(value):
+        raise OverflowError("a number is out of range")
+    if value.is_integer() and abs(value) < _SAFE_INTEGER:
+        return int(value)
+    return value
+
+
+def _js_float(value: Any) -> float:
+    """A filter's number as JavaScript holds it (a double), read as the library's filters read one:
+    a text of digits is its number, anything else that is not a number is 0."""
+    return float(num_arg(value, default=0))
+
+
+def _js_math_round(value: float) -> float:
+    """JavaScript's ``Math.round``: the nearest integer, halves toward +infinity (2.5 -> 3, -2.5 -> -2)."""
+    if math.isnan(value) or math.isinf(value) or abs(value) >= 2**52:
+        return value  # integral already (or not a number)
+    floor = float(math.floor(value))
+    return floor + 1.0 if value - floor >= 0.5 else floor  # value - floor is exact here
+
+
+def _divided_by(dividend: Any, divisor: Any, integer_arithmetic: Any = False) -> float | int:
+    """liquidjs's ``divided_by``: ``a / b`` as a JavaScript number (5 / 3 -> 1.6666666666666667), or
+    ``Math.floor(a / b)`` when the second argument is true. Dividing by zero fails (liquidjs would
+    write Infinity or NaN)."""
+    numerator, denominator = _js_float(dividend), _js_float(divisor)
+    if denominator == 0:
+        raise ZeroDivisionError("division by zero")
+    quotient = numerator / denominator
+    if num_arg(integer_arithmetic, default=0):  # liquidjs reads every argument as a number: true is 1
+        quotient = float(math.floor(quotient)) if math.isfinite(quotient) else quotient
+    return _js_result(quotient)
+
+
+def _round(value: Any, digits: Any = 0) -> float | int:
+    """liquidjs's ``round``: ``Math.round(v * 10 ** n) / 10 ** n`` (2.5 -> 3, -2.5 -> -2, 1234 | round: -2 -> 1200)."""
+    number, places = _js_float(value), _js_float(digits)
+    try:
+        scale = 10.0**places
+    except OverflowError:
+        scale = math.inf
+    if scale == 0 or math.isinf(scale):  # liquidjs: NaN or Infinity
+        raise OverflowError("a number is out of range")
+    return _js_result(_js_math_round(number * scale) / scale)
+
+
+_LIQUIDJS_FILTERS: dict[str, Callable[..., Any]] = {"strip_html": _strip_html, "divided_by": _divided_by, "round": _round}
+"""Filters written here because the library's differ from liquidjs's (Segment's engine)."""
+
+
 # Text filters take text: their input and text arguments are converted as liquidjs does (10.0 -> "10").
 _TEXT_FILTERS = frozenset({
     "append", "capitalize", "downcase", "escape", "escape_once", "lstrip", "prepend", "remove", "remove_first",
@@ -345,8 +496,15 @@ def _describe(exc: BaseException) -> str:
     conditions = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []  # decimal's signals
     if isinstance(exc, (ZeroDivisionError, DivisionByZero)) or DivisionUndefined in conditions or DivisionByZero in conditions:
         return "division by zero"
-    if isinstance(exc, InvalidOperation):
+    if isinstance(exc, (OverflowError, Overflow, Underflow, Subnormal)) or any(
+        signal in conditions for signal in (Overflow, Underflow, Subnormal)
+    ):
+        return "a number is out of range"
+    if isinstance(exc, InvalidOperation) or InvalidOperation in conditions:
         return "a value is not a number, or it divides by zero"
+    if isinstance(exc, DecimalException):  # any other signal (Inexact, Rounded, Clamped ...): never its class list
+        names = [getattr(signal, "__name__", "?") for signal in conditions] or [type(exc).__name__]
+        return "a number cannot be computed exactly (" + ", ".join(names) + ")"
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
@@ -448,6 +606,12 @@ class _Template(BoundTemplate):
         return _CountingIO(_byte_limit(self.env), MAX_LIQUID_VALUE)
 
 
+def _write(value: Any, buffer: TextIO) -> int:
+    """Write ``value``'s text to ``buffer``, refused as soon as it would pass what is left of the rendered text."""
+    left = buffer.char_limit - buffer.chars if isinstance(buffer, _CountingIO) else MAX_LIQUID_VALUE
+    return buffer.write(_text(value, max(left, 0), "output"))
+
+
 class _OutputNode(OutputNode):
     """``{{ ... }}`` writing values as liquidjs does (see the module docstring)."""
 
@@ -455,7 +619,7 @@ class _OutputNode(OutputNode):
 
     def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
         """Write the value's text, refused past the limit before it is built."""
-        return buffer.write(_text(self.expression.evaluate(context)))
+        return _write(self.expression.evaluate(context), buffer)
 
 
 class _EchoNode(EchoNode):
@@ -465,7 +629,7 @@ class _EchoNode(EchoNode):
 
     def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
         """Write the value's text, refused past the limit before it is built."""
-        return buffer.write(_text(self.expression.evaluate(context)))
+        return _write(self.expression.evaluate(context), buffer)
 
 
 class _Output(Output):
@@ -515,6 +679,7 @@ class LiquidEnvironment(Environment):
     def setup_tags_and_filters(self, *, extra: bool = False) -> None:
         """The built-in tags and filters, less the sandbox's, each filter wrapped by the checks."""
         super().setup_tags_and_filters(extra=False)
+        self.filters.update(_LIQUIDJS_FILTERS)
         for tag in _UNREGISTERED_TAGS:
             self.tags.pop(tag, None)
         self.add_tag(_Output)
@@ -534,6 +699,7 @@ def _config_error(text: str, pointer: str, offset: int, why: str) -> ConfigError
 
 _WORD_OPERATOR = re.compile(r"\b(?:and|or)\b")
 _STRING = re.compile(r"\"[^\"]*\"?|'[^']*'?")
+_LIQUID_COMMENT = re.compile(r"^[ \t]*#[^\n]*", re.MULTILINE)  # a comment line of {% liquid %}
 
 
 def _nesting_problem(text: str) -> tuple[int, str] | None:
@@ -548,10 +714,14 @@ def _nesting_problem(text: str) -> tuple[int, str] | None:
         tokens = list(_ENV.tokenizer()(text))
     except LiquidError:
         return None  # a lexing error: the parser reports it, placed
+    previous: Token | None = None
     for token in tokens:
-        if token.kind != TOKEN_EXPRESSION:
-            continue
-        bare = _STRING.sub(lambda m: " " * len(m.group()), token.value)
+        tag = previous.value if previous is not None and previous.kind == TOKEN_TAG else None
+        previous = token
+        if token.kind != TOKEN_EXPRESSION or tag == "#":
+            continue  # an inline comment's text ({% # ... %}) is never parsed
+        value = _LIQUID_COMMENT.sub(lambda m: " " * len(m.group()), token.value) if tag == "liquid" else token.value
+        bare = _STRING.sub(lambda m: " " * len(m.group()), value)
         depth = deepest = 0
         for index, char in enumerate(bare):
             if char in "([":
@@ -641,6 +811,11 @@ def _filters_of(expression: Expression) -> Iterable[Filter]:
     return []
 
 
+def _parameter_name(name: str) -> str:
+    """A Python parameter name as an operator reads it: without the underscore that avoids a keyword (``default_``)."""
+    return name[:-1] if name.endswith("_") and len(name) > 1 else name
+
+
 def _signature_problem(name: str, filter_: Filter) -> str | None:
     """Why the filter's arguments cannot fit the library function, or None (checked once, here)."""
     func = getattr(_ENV.filters[name], "__wrapped__", None)
@@ -655,9 +830,11 @@ def _signature_problem(name: str, filter_: Filter) -> str | None:
         signature.bind(None, *[None] * len(positional), **keywords, **extra)
     except TypeError as err:
         params = [p for p in signature.parameters.values() if p.name not in ("environment", "context")][1:]
-        shape = ", ".join(p.name if p.default is inspect.Parameter.empty else f"{p.name} (optional)" for p in params)
+        names = [_parameter_name(p.name) for p in params]
+        shape = ", ".join(n if p.default is inspect.Parameter.empty else f"{n} (optional)" for n, p in zip(names, params))
         takes = f"takes {shape}" if shape else "takes no arguments"
-        return f'filter "{name}" {takes}: {err}; write it as {{{{ value | {name}{": " + ", ".join(p.name for p in params) if params else ""} }}}}'
+        why = re.sub(r"'(\w+?)_'", r"'\1'", str(err))
+        return f'filter "{name}" {takes}: {why}; write it as {{{{ value | {name}{": " + ", ".join(names) if names else ""} }}}}'
     return None
 
 

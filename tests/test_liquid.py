@@ -313,10 +313,10 @@ def test_the_work_budget_stops_a_template_that_churns_long_values() -> None:
 @pytest.mark.parametrize(
     "template, fragment",
     [
-        ("{{ 10 | divided_by: 0 }}", "divided_by: can't divide by 0"),
+        ("{{ 10 | divided_by: 0 }}", "divided_by: division by zero"),
         ("{{ 10 | modulo: 0 }}", "modulo: can't divide by 0"),
         ("{{ 1.5 | modulo: 0 }}", "divides by zero"),
-        ('{{ "1e999" | ceil }}', "ceil: cannot convert float infinity"),
+        ('{{ "1e999" | ceil }}', "ceil: a number is out of range"),
         ('{{ "/w==" | base64_decode }}', "base64_decode:"),
         ('{{ "abc" | base64_decode }}', "invalid base64"),
         ('{{ properties.tags | split: "," | sum }}', "sum:"),
@@ -366,6 +366,168 @@ def test_any_event_gives_a_string_or_a_mapping_failure(event: dict[str, Any], te
     except MappingFailure:
         return
     assert isinstance(result, str) and len(result) <= MAX_LIQUID_VALUE
+
+
+# --- liquidjs's filters, where python-liquid differs ---------------------------------------------------
+
+
+def _reference_strip_html(text: str) -> str:
+    """liquidjs's strip_html as its pattern says it (non-greedy, any character, newlines too)."""
+    return re.sub(r"<script.*?</script>|<!--.*?-->|<style.*?</style>|<.*?>", "", text, flags=re.DOTALL)
+
+
+STRIP_HTML = compile_liquid("{{ s | strip_html }}", "/m")
+HTML_PIECES = st.lists(st.sampled_from(["<script", "</script>", "<style", "</style>", "<!--", "-->", "<", ">", "/", "a", "\n", " "]),
+                       max_size=12).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="<>/!-ascriptyle a\n", max_size=40) | HTML_PIECES)
+def test_strip_html_is_liquidjss_pattern(text: str) -> None:
+    assert STRIP_HTML({"s": text}) == _reference_strip_html(text)
+
+
+def test_strip_html_examples() -> None:
+    assert STRIP_HTML({"s": "Have <em>you</em> read <strong>Ulysses</strong>?"}) == "Have you read Ulysses?"
+    assert STRIP_HTML({"s": "a<script>if (x > 1) {}</script>b<style>p > a {}</style>c<!-- > -->d<!-->e"}) == "abcde"
+    assert STRIP_HTML({"s": "<div\nclass='x'>text</div> 1 < 2"}) == "text 1 < 2"
+    assert STRIP_HTML({"s": "<SCRIPT>x</SCRIPT>"}) == "x"  # case-sensitive, as liquidjs's pattern
+
+
+def test_strip_html_is_linear_on_hostile_texts() -> None:
+    """Every "<" without a closer after it: a rescanning implementation is quadratic here (a hang, not a slow test)."""
+    from engine.liquid import _strip_html
+
+    for text in ("<script" * 50_000, "<a" * 50_000, "<!--" * 50_000, "<style" * 50_000, ">" + "<a" * 50_000):
+        assert _strip_html(text) == text  # no ">" anywhere after the first "<": all of it stays
+    assert _strip_html("<style>" * 50_000) == ""  # no "</style>": each "<style>" is a plain tag
+    assert _strip_html("<script>a" * 50_000) == "a" * 50_000
+    assert _strip_html("<script>" * 50_000 + "</script>") == ""
+    assert _strip_html("<script" * 50_000 + ">") == ""
+    assert _strip_html("x<!--" * 50_000 + "-->") == "x"
+    # the reported template: 96,003 characters stripped three times
+    event = {"s": ">" + "<a" * 16_000}
+    template = "{% assign t = s | append: s | append: s %}" + "{{ t | strip_html | size }}," * 3
+    expected = len(_reference_strip_html(event["s"] * 3))
+    assert render(template, event) == f"{expected}," * 3
+
+
+@pytest.mark.parametrize(
+    "template, expected",
+    [
+        ("{{ 5 | divided_by: 3 }}", "1.6666666666666667"),  # liquidjs: a JavaScript division, never an integer one
+        ("{{ 10 | divided_by: 4 }}", "2.5"),
+        ("{{ 6 | divided_by: 3 }}", "2"),
+        ("{{ 5 | divided_by: 3, true }}", "1"),  # integerArithmetic: Math.floor
+        ("{{ -5 | divided_by: 3, true }}", "-2"),
+        ("{{ 7 | divided_by: 2, false }}", "3.5"),
+        ('{{ "10" | divided_by: "4" }}', "2.5"),  # texts of digits are numbers, as in the library's filters
+        ("{{ properties.price | divided_by: properties.count }}", "3.3333333333333335"),
+        ("{{ 5 | divided_by: 2 | times: 2 }}", "5"),
+        ("{{ 2.5 | round }}", "3"),  # Math.round: halves toward +infinity
+        ("{{ -2.5 | round }}", "-2"),
+        ("{{ 0.5 | round }}", "1"),
+        ("{{ -0.5 | round }}", "0"),
+        ("{{ 3.7 | round }}", "4"),
+        ("{{ 1.25 | round: 1 }}", "1.3"),
+        ("{{ 1.005 | round: 2 }}", "1"),  # 1.005 * 100 is 100.49999999999999 in JavaScript too
+        ("{{ 2.675 | round: 2 }}", "2.68"),  # 2.675 * 100 is 267.5 in doubles
+        ("{{ 1234 | round: -2 }}", "1200"),
+        ('{{ "3.14159" | round: "2" }}', "3.14"),
+        ("{{ properties.count | round }}", "3"),
+    ],
+)
+def test_divided_by_and_round_are_liquidjss(template: str, expected: str) -> None:
+    assert render(template) == expected
+
+
+@pytest.mark.parametrize(
+    "template, event, fragment",
+    [
+        ("{{ 10 | divided_by: 0 }}", {}, "divided_by: division by zero"),
+        ("{{ 0 | divided_by: 0.0 }}", {}, "divided_by: division by zero"),
+        ('{{ 1 | divided_by: "x" }}', {}, "divided_by: division by zero"),
+        ("{{ a | divided_by: 0.1 }}", {"a": 1e308}, "divided_by: a number is out of range"),
+        ("{{ 1.5 | round: 400 }}", {}, "round: a number is out of range"),
+    ],
+)
+def test_a_number_javascript_would_write_as_infinity_or_nan_fails(template: str, event: dict[str, Any], fragment: str) -> None:
+    assert fragment in failure(template, event)
+
+
+LIQUIDJS_FILTERS = """abs append array_to_sentence_string at_least at_most base64_decode base64_encode capitalize ceil cgi_escape
+    compact concat date date_to_long_string date_to_rfc822 date_to_string date_to_xmlschema default divided_by downcase escape
+    escape_once find find_exp find_index find_index_exp first floor group_by group_by_exp has has_exp hmac_sha256 inspect join
+    json jsonify last lstrip map minus modulo newline_to_br normalize_whitespace number_of_words plus pop prepend push raw reject
+    reject_exp remove remove_first remove_last replace replace_first replace_last reverse round rstrip sample sha256 shift size
+    slice slugify sort sort_natural split strip strip_html strip_newlines sum times to_integer truncate truncatewords uniq
+    unshift upcase uri_escape url_decode url_encode where where_exp xml_escape""".split()
+"""liquidjs's built-in filters (liquidjs.com/filters, src/filters/*.ts)."""
+LIQUIDJS_ONLY = sorted(set(LIQUIDJS_FILTERS) - set(liquid.Environment().filters) - DISABLED_FILTERS)
+
+
+def test_the_liquidjs_only_filters_are_the_ones_python_liquid_lacks() -> None:
+    assert {"json", "jsonify", "inspect", "push", "pop", "shift", "unshift", "slugify", "to_integer", "xml_escape", "cgi_escape",
+            "uri_escape", "normalize_whitespace", "number_of_words", "date_to_xmlschema", "date_to_rfc822", "date_to_string",
+            "date_to_long_string", "sample"} <= set(LIQUIDJS_ONLY)
+    assert "where" not in LIQUIDJS_ONLY  # python-liquid has it
+
+
+@pytest.mark.parametrize("name", LIQUIDJS_ONLY)
+def test_a_liquidjs_filter_python_liquid_lacks_says_so(name: str) -> None:
+    template = f"{{{{ properties.tags | {name} }}}}"
+    error = load_error(template)
+    assert f"unknown filter \"{name}\": it is a liquidjs filter that actionmap's Liquid (python-liquid) does not have; " in error.message
+    assert "did you mean" not in error.message and error.offset == template.index(name)
+
+
+@pytest.mark.parametrize(
+    "name, instead",
+    [("json", "@json"), ("to_integer", "plus: 0"), ("xml_escape", "escape"), ("cgi_escape", "url_encode"),
+     ("normalize_whitespace", "squish"), ("date_to_string", 'date: "%d %b %Y"'), ("push", "append"), ("shift", "slice: 1")],
+)
+def test_a_liquidjs_filter_with_an_equivalent_names_it(name: str, instead: str) -> None:
+    assert instead in load_error(f"{{{{ x | {name} }}}}").message
+
+
+def test_what_the_advice_suggests_works() -> None:
+    assert render('{{ "2024-03-05T10:20:30Z" | date: "%d %b %Y" }}') == "05 Mar 2024"
+    assert render('{{ "a  b\tc" | split: " " | size }}') == "3"
+    assert render('{% assign n = properties.tags | size %}{{ properties.tags | slice: 1, n }}') == "b"
+    assert render('{{ properties.tags | join: "," | append: ",c" | split: "," | join: "-" }}') == "a-b-c"
+    assert render('{{ "42" | plus: 0 | plus: 1 }}') == "43"
+
+
+# --- messages ------------------------------------------------------------------------------------------
+
+
+def test_an_output_past_the_limit_says_the_rendered_text_would_pass_it() -> None:
+    message = failure("{{ s }}", {"s": ["x" * 60_000, "y" * 60_000]})
+    assert "the rendered text would pass 100000 characters (the limit)" in message
+    assert "60000" not in message
+    message = failure("{{ a }}{{ a }}", {"a": "x" * 60_000})
+    assert "the rendered text would pass 100000 characters (the limit)" in message
+    assert "a text of 200000 characters is over the limit of 100000" in failure("{{ s }}", {"s": "x" * 200_000})
+    assert "the text of an array would pass 100000" in failure("{{ s | append: 'x' }}", {"s": ["x" * 60_000, "y" * 60_000]})
+
+
+def test_a_decimal_overflow_is_said_in_words() -> None:
+    message = failure("{{ s | sum }}", {"s": ["1e9999999"] * 2})
+    assert "sum: a number is out of range" in message and "class" not in message
+
+
+def test_argument_names_are_written_without_pythons_trailing_underscore() -> None:
+    message = load_error("{{ x | default: 1, 2 }}").message
+    assert 'filter "default" takes default (optional), allow_false (optional)' in message
+    assert "default_" not in message
+
+
+def test_an_inline_comment_is_not_counted_for_nesting() -> None:
+    assert render("{% # " + "(" * 70 + " %}ok") == "ok"
+    assert render("{%- # " + "[" * 70 + " -%}ok") == "ok"
+    assert render("{% liquid\n# " + "(" * 70 + "\necho 'ok' %}") == "ok"
+    deep = "{% liquid\n# a note\necho " + "a[" * 70 + "0" + "]" * 70 + " %}"
+    assert "brackets nest deeper than 64 levels" in load_error(deep).message
 
 
 # --- mapping files and the command line -------------------------------------------------------------
