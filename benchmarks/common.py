@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
-from engine.mappingfile import MappingFile, load_mapping_file
+from engine.config.mappingfile import MappingFile, load_mapping_file
 from engine.pipeline import Outcome
 
 ROOT = Path(__file__).resolve().parent.parent

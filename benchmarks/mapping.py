@@ -47,9 +47,9 @@ from common import (
     run_all,
     verdict,
 )
-from engine.missing import MISSING
+from engine.lang.missing import MISSING
 from engine.pipeline import Pipeline
-from engine.trigger import integrations_filter
+from engine.lang.trigger import integrations_filter
 
 TARGET_HEAVY = 3.0
 Stage = Callable[[Any], Any]

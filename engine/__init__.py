@@ -8,8 +8,8 @@
 
 from engine.delivery import RetryPolicy, Sender, TokenBucket, Unauthorized
 from engine.errors import ActionmapError, ConfigError, Location
-from engine.mappingfile import MappingFile, load_mapping_file as load_mapping
-from engine.missing import MISSING
+from engine.config.mappingfile import MappingFile, load_mapping_file as load_mapping
+from engine.lang.missing import MISSING
 from engine.pipeline import Outcome, Pipeline
 from engine.send import Summary, send_events
 

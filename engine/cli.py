@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from engine.deadletters import DeadLetterFile, read_dead_letters
-from engine import schemas
-from engine.definitions import Catalog, load_destination
-from engine.yamlsource import load_file
+from engine.config import schemas
+from engine.config.definitions import Catalog, load_destination
+from engine.config.yamlsource import load_file
 from engine.delivery import CONNECT_TIMEOUT, RetryPolicy, Sender, TokenBucket, Unauthorized, check_credential
 from engine.docs import destination_markdown, key_reference_markdown, update_key_reference
 from engine.errors import ConfigError, ConfigErrors
 from engine.events import BadInput, Event, Item, decode, open_input, read_events
-from engine.mappingfile import MappingFile, load_mapping_file
+from engine.config.mappingfile import MappingFile, load_mapping_file
 from engine.mappingtests import run_tests
 from engine.plugintests import run_plugin_tests
 from engine.scaffold import new_destination

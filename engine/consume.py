@@ -31,7 +31,7 @@ from engine.deadletters import DeadLetterFile, json_text
 from engine.delivery import CONNECT_TIMEOUT, DeadLetter, Outgoing, RetryPolicy, Sender, TokenBucket, Unauthorized
 from engine.errors import ConfigError
 from engine.events import BadInput, Event, decode
-from engine.mappingfile import MappingFile
+from engine.config.mappingfile import MappingFile
 from engine.pipeline import Pipeline
 from engine.send import Delivery, Summary
 

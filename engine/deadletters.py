@@ -16,7 +16,7 @@ from typing import IO, Any, Iterator
 import orjson
 
 from engine.delivery import DeadLetter
-from engine.mappingfile import Settings
+from engine.config.mappingfile import Settings
 
 
 class DeadLetterFile:

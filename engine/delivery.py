@@ -22,10 +22,10 @@ from typing import Any, Callable, Iterator, Literal, NamedTuple
 import httpx
 import orjson
 
-from engine.definitions import Hook
+from engine.config.definitions import Hook
 from engine.errors import ActionmapError, ConfigError
-from engine.mapping import compile_mapping
-from engine.mappingfile import MappingFile, Settings, Subscription
+from engine.lang.mapping import compile_mapping
+from engine.config.mappingfile import MappingFile, Settings, Subscription
 
 Kind = Literal["ok", "retry", "reject", "unauthorized"]
 RETRYABLE = frozenset({408, 429})

@@ -19,7 +19,7 @@ import orjson
 
 from destinations.metronome.emulator import MetronomeEmulator
 from engine.events import Event, Item, open_input, read_events
-from engine.mappingfile import load_mapping_file
+from engine.config.mappingfile import load_mapping_file
 from engine.resources import data_path
 from engine.send import Summary, send_events
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.definitions import Destination
+from engine.config.definitions import Destination
 from engine.errors import ConfigError
-from engine.schemas import load_schema
+from engine.config.schemas import load_schema
 
 
 def _cell(value: object) -> str:

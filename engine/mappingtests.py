@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from engine.mappingfile import MappingFile
+from engine.config.mappingfile import MappingFile
 from engine.pipeline import Outcome, Pipeline
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any, Callable, Literal, NamedTuple
 
 from engine.errors import MappingFailure
-from engine.fields import Build
-from engine.mappingfile import MappingFile, Subscription
-from engine.missing import MISSING
-from engine.trigger import integrations_filter
+from engine.lang.fields import Build
+from engine.config.mappingfile import MappingFile, Subscription
+from engine.lang.missing import MISSING
+from engine.lang.trigger import integrations_filter
 
 Status = Literal["ok", "invalid", "filtered"]
 

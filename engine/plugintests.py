@@ -13,14 +13,14 @@ from typing import Any
 
 import yaml
 
-from engine import schemas
-from engine.definitions import Catalog
+from engine.config import schemas
+from engine.config.definitions import Catalog
 from engine.delivery import DeadLetter, Outgoing, Sender
 from engine.errors import ConfigError
-from engine.mappingfile import load_mapping_document
+from engine.config.mappingfile import load_mapping_document
 from engine.mappingtests import CaseResult, payload_diff
 from engine.pipeline import Pipeline
-from engine.yamlsource import load_file, load_text
+from engine.config.yamlsource import load_file, load_text
 
 
 def _mapping_for(slug: str, action: str, case: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from engine.definitions import Action
+from engine.config.definitions import Action
 from engine.delivery import Outgoing, utc_text
 
 PAST_MARGIN = timedelta(hours=1)

@@ -25,7 +25,7 @@ from engine.deadletters import DeadLetterFile, json_text
 from engine.delivery import DeadLetter, Outgoing, Sender
 from engine.events import BadInput, Event
 from engine.limits import event_problem
-from engine.mappingfile import MappingFile, Subscription
+from engine.config.mappingfile import MappingFile, Subscription
 from engine.pipeline import Pipeline
 from engine.presend import compile_presend
 

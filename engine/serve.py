@@ -37,7 +37,7 @@ from engine.errors import ConfigError
 from engine.events import BadInput, decode
 from engine.intake import IntakeProtocol, create_app
 from engine.observability import Health, Metrics, log, utc_text_now
-from engine.mappingfile import MappingFile, Subscription
+from engine.config.mappingfile import MappingFile, Subscription
 from engine.pipeline import Pipeline
 from engine.presend import compile_presend
 from engine.queue import Category, Claimed, Later, Letter, Queue

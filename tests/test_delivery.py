@@ -32,7 +32,7 @@ from engine.cli import main
 from engine.deadletters import DeadLetterFile
 from engine.delivery import Outgoing, RetryPolicy, Sender, Unauthorized, classify
 from engine.events import Event
-from engine.mappingfile import MappingFile, load_mapping_file
+from engine.config.mappingfile import MappingFile, load_mapping_file
 from engine.pipeline import Pipeline
 from engine.send import Delivery
 from tests.conftest import REPO, expected_payload, free_port, track_events, utc_ms

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from engine.errors import ConfigError
-from engine.fields import FieldProblem, FieldSet, compile_fields
+from engine.lang.fields import FieldProblem, FieldSet, compile_fields
 from tests.conftest import REPO
 
 SEND_EVENT = REPO / "destinations" / "metronome" / "actions" / "send_event.yaml"

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
-from engine.trigger import Call, Compare, Not, compile_trigger, parse
+from engine.lang.trigger import Call, Compare, Not, compile_trigger, parse
 
 ABSENT = object()  # a test-local marker: the field is not in the event
 

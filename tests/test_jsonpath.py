@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError, MappingFailure
-from engine.jsonpath import compile_path, compile_segment_path
-from engine.missing import MISSING
+from engine.lang.jsonpath import compile_path, compile_segment_path
+from engine.lang.missing import MISSING
 
 CTS_FILE = Path(__file__).parents[2] / "shared" / "data" / "jsonpath-cts.json"
 

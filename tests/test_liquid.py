@@ -1,4 +1,4 @@
-"""`@liquid` (engine/liquid/): Segment's cases, the sandbox refused at load with its column, every runaway
+"""`@liquid` (engine/lang/liquid/): Segment's cases, the sandbox refused at load with its column, every runaway
 ending as one invalid event, and the directive through `validate`, `preview`, `send` and `actionmap test`."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError, MappingFailure
-from engine.liquid import DISABLED_FILTERS, DISABLED_TAGS, compile_liquid
+from engine.lang.liquid import DISABLED_FILTERS, DISABLED_TAGS, compile_liquid
 from engine.limits import MAX_INT, MAX_LIQUID_CHARS, MAX_LIQUID_VALUE, MAX_LIQUID_WORK
-from engine.mapping import compile_mapping
+from engine.lang.mapping import compile_mapping
 from tests.conftest import track_events
 
 EVENT = {
@@ -396,7 +396,7 @@ def test_strip_html_examples() -> None:
 
 def test_strip_html_is_linear_on_hostile_texts() -> None:
     """Every "<" without a closer after it: a rescanning implementation is quadratic here (a hang, not a slow test)."""
-    from engine.liquid.filters import _strip_html
+    from engine.lang.liquid.filters import _strip_html
 
     for text in ("<script" * 50_000, "<a" * 50_000, "<!--" * 50_000, "<style" * 50_000, ">" + "<a" * 50_000):
         assert _strip_html(text) == text  # no ">" anywhere after the first "<": all of it stays

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError, MappingFailure
-from engine.jsonpath import compile_segment_path
-from engine.mapping import compile_mapping
-from engine.missing import MISSING
+from engine.lang.jsonpath import compile_segment_path
+from engine.lang.mapping import compile_mapping
+from engine.lang.missing import MISSING
 
 EVENT = {
     "type": "track",
@@ -422,9 +422,9 @@ def test_defect_checks_happen_once_at_load(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(jmespath, "compile", forbidden)
     monkeypatch.setattr(jsonpath_rfc9535.JSONPathEnvironment, "compile", forbidden)
-    monkeypatch.setattr("engine.mapping.structure.compile_path", forbidden)
-    monkeypatch.setattr("engine.mapping.text.compile_path", forbidden)
-    monkeypatch.setattr("engine.jsonpath.compile_path", forbidden)
+    monkeypatch.setattr("engine.lang.mapping.structure.compile_path", forbidden)
+    monkeypatch.setattr("engine.lang.mapping.text.compile_path", forbidden)
+    monkeypatch.setattr("engine.lang.jsonpath.compile_path", forbidden)
     monkeypatch.setattr("re.compile", forbidden)
     assert node.evaluate({"items": [1], "x": {"y": "z"}, "s": "aA"}) == {"a": [1], "b": 1, "c": "z", "d": "bb"}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.definitions import Catalog, load_destination
+from engine.config.definitions import Catalog, load_destination
 from engine.errors import ConfigError
 from tests.conftest import REPO
 

@@ -31,7 +31,7 @@ from engine.delivery import RetryPolicy, Sender
 from engine.events import BadInput, Event, read_events
 from engine.observability import Health, Metrics
 from engine.limits import MAX_DEPTH
-from engine.mappingfile import MappingFile, load_mapping_file
+from engine.config.mappingfile import MappingFile, load_mapping_file
 from engine.queue import CATEGORIES, Queue
 from engine.send import send_events
 from engine.serve import CredentialGate, Worker

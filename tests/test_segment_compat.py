@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from engine.errors import ConfigError, MappingFailure
-from engine.mapping import DIRECTIVES, compile_mapping
-from engine.missing import MISSING
-from engine.trigger import compile_trigger
+from engine.lang.mapping import DIRECTIVES, compile_mapping
+from engine.lang.missing import MISSING
+from engine.lang.trigger import compile_trigger
 from tests.conftest import REPO
 
 PAGE = REPO / "docs" / "segment-compat.md"

@@ -38,7 +38,7 @@ with warnings.catch_warnings():  # Starlette >= 1.x prefers httpx2 for its TestC
 from destinations.metronome.emulator import Faults, MetronomeEmulator
 from engine.errors import ConfigError
 from engine.intake import EVENT_LIMIT, REQUEST_LIMIT, create_app
-from engine.mappingfile import load_mapping_file
+from engine.config.mappingfile import load_mapping_file
 from engine.queue import CATEGORIES, DB_NAME, Queue
 from engine.serve import WRITE_KEYS_ENV, write_keys
 from tests.conftest import Run, expected_payload, free_port

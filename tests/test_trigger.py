@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
-from engine.missing import MISSING
-from engine.trigger import (
+from engine.lang.missing import MISSING
+from engine.lang.trigger import (
     FUNCTIONS,
     ORDERING,
     And,

@@ -20,7 +20,7 @@ import pytest
 from engine.deadletters import DeadLetterFile
 from engine.delivery import RetryPolicy, Sender
 from engine.events import Event
-from engine.mappingfile import load_mapping_file
+from engine.config.mappingfile import load_mapping_file
 from engine.pipeline import Pipeline
 from engine.send import Delivery
 

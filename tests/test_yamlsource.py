@@ -6,10 +6,10 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from engine.definitions import Catalog
+from engine.config.definitions import Catalog
 from engine.errors import ConfigError
-from engine.mappingfile import load_mapping_document
-from engine.yamlsource import load_text
+from engine.config.mappingfile import load_mapping_document
+from engine.config.yamlsource import load_text
 
 
 def error_of(text: str) -> ConfigError:

@@ -1,0 +1,326 @@
+"""Loading destination plugins: discovery, schema checks, and compiling their defaults.
+
+A plugin is a folder holding ``destination.yaml`` and ``actions/<slug>.yaml``. Plugins
+come from the ``destinations`` package of this distribution and from any installed
+distribution that declares an entry point in the ``actionmap.destinations`` group
+(the entry point names the plugin's package; its folder holds the YAML). A plugin
+that fails to load is an error naming file, line and column: never skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Mapping
+
+import destinations
+from engine.config import schemas
+from engine.errors import ConfigError
+from engine.lang.fields import FieldSet, compile_fields
+from engine.lang.mapping import Node, compile_mapping
+from engine.lang.trigger import Trigger, compile_trigger
+from engine.config.yamlsource import Document, join_pointer, load_file
+
+ENTRY_POINT_GROUP = "actionmap.destinations"
+_SETTING_REF = re.compile(r"\{\{\{?\s*settings\.([A-Za-z0-9_]+)")
+
+
+Hook = Callable[..., Mapping[str, str]]
+"""A request hook: called as ``hook(method=, url=, headers=, body=, settings=)``, returns headers to add."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: str
+    label: str
+    description: str
+    required: bool = False
+    default: Any = None
+    secret: bool = False
+    format: str | None = None
+    enum: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """An HTTP request declared in YAML; ``url`` and header values are templates over settings."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = "batch"
+    json: Any = None
+    headers_setting: str | None = None
+    body_field: str | None = None
+    hook: Hook | None = None
+
+
+@dataclass(frozen=True)
+class CredentialCheck:
+    request: Request
+    valid: frozenset[int]
+    invalid: frozenset[int]
+
+
+@dataclass(frozen=True)
+class Action:
+    """One action: its field declarations and compiled default mappings and trigger."""
+
+    slug: str
+    title: str
+    description: str
+    default_trigger: Trigger
+    fields: dict[str, dict[str, Any]]
+    defaults: dict[str, Node]
+    checks: FieldSet
+    max_batch_size: int
+    request: Request
+    document: Document = field(repr=False)
+    size_setting: str | None = None
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    action: str
+    trigger: str | dict[str, str] | None
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    slug: str
+    description: str
+    settings: dict[str, Setting]
+    auth_headers: dict[str, str]
+    credential_check: CredentialCheck | None
+    actions: dict[str, Action]
+    presets: list[Preset]
+    folder: Path
+    origin: str
+    document: Document = field(repr=False)
+
+
+def _request(data: dict[str, Any], hook: Hook | None = None) -> Request:
+    return Request(
+        method=data["method"],
+        url=data["url"],
+        headers=dict(data.get("headers", {})),
+        body=data.get("body", "batch"),
+        json=data.get("json"),
+        headers_setting=data.get("headers_setting"),
+        body_field=data.get("body_field"),
+        hook=hook,
+    )
+
+
+def _setting_of_type(doc: Document, settings: dict[str, Setting], name: str, kind: str, pointer: str) -> None:
+    """An action key that names a setting must name a declared one of the right type."""
+    setting = settings.get(name)
+    if setting is None or setting.type != kind:
+        found = f"a {setting.type} setting" if setting else "not declared"
+        raise doc.place(ConfigError(f"{name} must be a declared {kind} setting of this destination ({found})", pointer))
+
+
+def _hook(doc: Document, module: ModuleType | None, name: str | None, pointer: str) -> Hook | None:
+    if name is None:
+        return None
+    if module is None:
+        raise doc.place(ConfigError(f"hook {name} needs a hooks module: add hooks: <python module> to destination.yaml", pointer))
+    hook = getattr(module, name, None)
+    if not callable(hook):
+        raise doc.place(ConfigError(f"the hooks module {module.__name__} has no function {name}", pointer))
+    return hook
+
+
+def _check_templates(doc: Document, settings: dict[str, Setting], pointer: str, texts: dict[str, str]) -> None:
+    """Every ``{{settings.x}}`` in URLs and headers must name a declared setting."""
+    for key, text in texts.items():
+        for match in _SETTING_REF.finditer(text):
+            if match.group(1) not in settings:
+                known = ", ".join(settings) or "none"
+                raise doc.place(
+                    ConfigError(
+                        f'the template refers to settings.{match.group(1)}, which is not declared (settings: {known})',
+                        join_pointer(pointer, key),
+                        match.start(1),
+                    )
+                )
+
+
+def _compile(doc: Document, make: Any, value: Any, pointer: str) -> Any:
+    """Run a compiler on a node of ``doc`` and place its errors in the file."""
+    try:
+        return make(value, pointer)
+    except ConfigError as error:
+        raise doc.place(error) from None
+
+
+def load_action(path: Path, slug: str, settings: dict[str, Setting], hooks: ModuleType | None = None) -> Action:
+    """Read, check and compile ``actions/<slug>.yaml``."""
+    doc = load_file(path)
+    schemas.check(doc, "action")
+    data = doc.data
+    request = _request(data["request"], _hook(doc, hooks, data["request"].get("hook"), "/request/hook"))
+    _check_templates(doc, settings, "/request", {"url": request.url, "method": request.method})
+    if request.headers_setting:
+        _setting_of_type(doc, settings, request.headers_setting, "object", "/request/headers_setting")
+    if request.body_field and request.body_field not in data["fields"]:
+        raise doc.place(ConfigError(f"body_field {request.body_field} is not one of the action's fields", "/request/body_field"))
+    size_setting = data.get("batching", {}).get("size_setting")
+    if size_setting:
+        _setting_of_type(doc, settings, size_setting, "integer", "/batching/size_setting")
+    _check_templates(doc, settings, "/request/headers", request.headers)
+    defaults = {
+        name: _compile(doc, compile_mapping, decl["default"], f"/fields/{name}/default")
+        for name, decl in data["fields"].items()
+        if "default" in decl
+    }
+    sources = {name: node.source for name, node in defaults.items()}
+    checks = _compile(doc, lambda v, p: compile_fields(v, p, sources), data["fields"], "/fields")
+    return Action(
+        slug=slug,
+        title=data["title"],
+        description=data["description"],
+        default_trigger=_compile(doc, compile_trigger, data["default_trigger"], "/default_trigger"),
+        fields=data["fields"],
+        defaults=defaults,
+        checks=checks,
+        max_batch_size=data.get("batching", {}).get("max_batch_size", 1),
+        request=request,
+        document=doc,
+        size_setting=size_setting,
+    )
+
+
+def load_destination(folder: Path, expected_slug: str, origin: str = "built-in") -> Destination:
+    """Read, check and compile one plugin folder."""
+    doc = load_file(folder / "destination.yaml")
+    schemas.check(doc, "destination")
+    data = doc.data
+    if data["slug"] != expected_slug:
+        raise doc.place(
+            ConfigError(
+                f'slug "{data["slug"]}" does not match the plugin\'s name "{expected_slug}" ({origin})', "/slug"
+            )
+        )
+    settings = {
+        name: Setting(
+            name=name, type=decl["type"], label=decl["label"], description=decl["description"],
+            required=decl.get("required", False), default=decl.get("default"), secret=decl.get("secret", False),
+            format=decl.get("format"), enum=tuple(decl["enum"]) if "enum" in decl else None,
+        )
+        for name, decl in data["settings"].items()
+    }
+    for name, setting in settings.items():
+        if setting.required and setting.default is not None:
+            raise doc.place(ConfigError(f"setting {name} is required and has a default: choose one", f"/settings/{name}"))
+    auth_headers = dict(data.get("authentication", {}).get("headers", {}))
+    _check_templates(doc, settings, "/authentication/headers", auth_headers)
+    check = data.get("credential_check")
+    credential_check = None
+    if check:
+        credential_check = CredentialCheck(_request(check["request"]), frozenset(check["valid"]), frozenset(check["invalid"]))
+        _check_templates(doc, settings, "/credential_check/request", {"url": credential_check.request.url})
+    hooks = None
+    if "hooks" in data:
+        try:
+            hooks = importlib.import_module(data["hooks"])
+        except Exception as exc:  # any import failure of plugin code is the plugin's error, reported with its place
+            raise doc.place(ConfigError(f"cannot import the hooks module {data['hooks']}: {type(exc).__name__}: {exc}", "/hooks")) from None
+    actions: dict[str, Action] = {}
+    for index, slug in enumerate(data["actions"]):
+        path = folder / "actions" / f"{slug}.yaml"
+        if not path.is_file():
+            raise doc.place(ConfigError(f"action {slug} is declared but {path} does not exist", f"/actions/{index}"))
+        actions[slug] = load_action(path, slug, settings, hooks)
+    undeclared = sorted(p.stem for p in (folder / "actions").glob("*.yaml") if p.stem not in actions)
+    if undeclared:
+        raise doc.place(
+            ConfigError(f"actions/{undeclared[0]}.yaml exists but is not listed in actions; list it or remove it", "/actions")
+        )
+    presets = [Preset(p["name"], p["action"], p.get("trigger")) for p in data.get("presets", [])]
+    for index, preset in enumerate(presets):
+        if preset.action not in actions:
+            raise doc.place(ConfigError(f'preset "{preset.name}" names unknown action {preset.action}', f"/presets/{index}/action"))
+        if preset.trigger is not None:
+            _compile(doc, compile_trigger, preset.trigger, f"/presets/{index}/trigger")
+    return Destination(
+        name=data["name"],
+        slug=data["slug"],
+        description=data["description"],
+        settings=settings,
+        auth_headers=auth_headers,
+        credential_check=credential_check,
+        actions=actions,
+        presets=presets,
+        folder=folder,
+        origin=origin,
+        document=doc,
+    )
+
+
+def _folder_of(loaded: Any, name: str) -> Path:
+    file = getattr(loaded, "__file__", None)
+    if isinstance(loaded, ModuleType) and file:
+        return Path(file).resolve().parent
+    if isinstance(loaded, (str, Path)):
+        return Path(loaded)
+    raise ConfigError(f'entry point "{name}" in group {ENTRY_POINT_GROUP} must name a package (module), got {loaded!r}')
+
+
+def plugin_folders() -> dict[str, tuple[Path, str]]:
+    """Every plugin on this installation: slug -> (folder, where it came from)."""
+    found: dict[str, tuple[Path, str]] = {}
+    for base in destinations.__path__:
+        for child in sorted(Path(base).iterdir()):
+            if (child / "destination.yaml").is_file():
+                found[child.name] = (child, "built-in")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        origin = f"entry point {ep.name} = {ep.value}" + (f" of {ep.dist.name}" if ep.dist else "")
+        try:
+            folder = _folder_of(ep.load(), ep.name)
+        except ConfigError:
+            raise
+        except Exception as exc:  # any import failure of a third-party plugin must be reported, not skipped
+            raise ConfigError(f"cannot load the plugin from {origin}: {type(exc).__name__}: {exc}") from None
+        if ep.name in found and found[ep.name][0] != folder:
+            raise ConfigError(f'two plugins are named "{ep.name}": {found[ep.name][1]} and {origin}')
+        if not (folder / "destination.yaml").is_file():
+            raise ConfigError(f"{origin}: {folder} holds no destination.yaml")
+        found[ep.name] = (folder, origin)
+    return found
+
+
+class Catalog:
+    """The installed plugins, each loaded (and checked) on first use."""
+
+    def __init__(self) -> None:
+        self._folders = plugin_folders()
+        self._loaded: dict[str, Destination] = {}
+
+    def add_folder(self, folder: Path) -> Destination:
+        """Load a plugin folder that is not installed (one being developed, or a scaffold)."""
+        folder = folder.resolve()
+        known = self._folders.get(folder.name)
+        if known and known[0].resolve() != folder:
+            self._loaded.pop(folder.name, None)
+        self._folders[folder.name] = (folder, f"folder {folder}")
+        return self.get(folder.name)
+
+    @property
+    def slugs(self) -> list[str]:
+        return sorted(self._folders)
+
+    def get(self, slug: str) -> Destination:
+        if slug not in self._loaded:
+            if slug not in self._folders:
+                raise ConfigError(f'unknown destination "{slug}" (installed: {", ".join(self.slugs) or "none"})')
+            folder, origin = self._folders[slug]
+            self._loaded[slug] = load_destination(folder, slug, origin)
+        return self._loaded[slug]
