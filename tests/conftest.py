@@ -15,6 +15,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+USAGE_EVENTS = """destination: metronome
+settings:
+  api_token: ${METRONOME_API_TOKEN}
+subscriptions:
+  - name: Usage events
+    action: send_event
+"""
+"""A Metronome mapping file's head: one subscription, its mapping (if any) indented below it."""
+
 
 @dataclass
 class Run:

@@ -35,7 +35,7 @@ from engine.events import Event
 from engine.config.mappingfile import MappingFile, load_mapping_file
 from engine.pipeline import Pipeline
 from engine.send import Delivery
-from tests.conftest import REPO, expected_payload, free_port, track_events, utc_ms
+from tests.conftest import REPO, USAGE_EVENTS, expected_payload, free_port, track_events, utc_ms
 
 TOKEN = "mtr-delivery-test-token-5f0c9e21ab7d"
 MAPPING = REPO / "mappings" / "metronome.yaml"
@@ -378,13 +378,7 @@ def test_dry_run_prints_the_exact_requests_with_the_token_masked(
 # -- 7. replay ------------------------------------------------------------------------------
 
 
-CORRECTED = """\
-destination: metronome
-settings:
-  api_token: ${METRONOME_API_TOKEN}
-subscriptions:
-  - name: Usage events
-    action: send_event
+CORRECTED = USAGE_EVENTS + """\
     mapping:
       properties: {n: $.properties.n, region: $.properties.region}
 """

@@ -17,7 +17,7 @@ from engine.errors import ConfigError, MappingFailure
 from engine.lang.liquid import DISABLED_FILTERS, DISABLED_TAGS, compile_liquid
 from engine.limits import MAX_INT, MAX_LIQUID_CHARS, MAX_LIQUID_VALUE, MAX_LIQUID_WORK
 from engine.lang.mapping import compile_mapping
-from tests.conftest import track_events
+from tests.conftest import USAGE_EVENTS, track_events
 
 EVENT = {
     "type": "track",
@@ -533,12 +533,7 @@ def test_an_inline_comment_is_not_counted_for_nesting() -> None:
 # --- mapping files and the command line -------------------------------------------------------------
 
 
-MAPPING = """destination: metronome
-settings:
-  api_token: ${METRONOME_API_TOKEN}
-subscriptions:
-  - name: Usage events
-    action: send_event
+MAPPING = USAGE_EVENTS + """\
     mapping:
       event_type:
         "@liquid": "{{ event | downcase | replace: ' ', '_' }}{% if properties.plan %}.{{ properties.plan | upcase }}{% endif %}"

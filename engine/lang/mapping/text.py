@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from engine.errors import ConfigError, MappingFailure
 from engine.lang.jsonpath import Getter, compile_path
-from engine.limits import MAX_COMPUTED_RENDER, MAX_DEPTH, MAX_INT, depth_problem
+from engine.limits import MAX_COMPUTED_RENDER, MAX_DEPTH, depth_problem
 from engine.lang.mapping.arguments import Compile, _argument, _arguments, _is_directive, _option, _string_argument
 from engine.lang.mapping.nodes import Apply, Computed, Leaf, Node, Step
 from engine.lang.mapping.values import _a, _compact_json, _rendered, _scalar_text, _shown
@@ -168,24 +168,34 @@ def _template_renderer(text: str, pointer: str = "", limit: int | None = None) -
     if at < len(text):
         parts.append(text[at:])
     frozen = tuple(parts)
-    most = MAX_INT if limit is None else limit
 
     def render(doc: Any) -> str:
         out = []
-        size = 0
         for part in frozen:
             if type(part) is str:
-                piece = part
+                out.append(part)
             else:
                 value = part(doc)  # type: ignore[operator]
-                piece = value if type(value) is str else _rendered(value)
+                out.append(value if type(value) is str else _rendered(value))
+        return "".join(out)
+
+    if limit is None:
+        return render
+    most = limit
+
+    def render_within_limit(doc: Any) -> str:
+        """The same text, counted piece by piece so that an event cannot make it huge first."""
+        out: list[str] = []
+        size = 0
+        for part in frozen:
+            piece = part if type(part) is str else _rendered(part(doc))  # type: ignore[operator]
             size += len(piece)
             if size > most:
                 raise MappingFailure(f"@template would render more than {most:,} characters (the limit for a template an event gives)")
             out.append(piece)
         return "".join(out)
 
-    return render
+    return render_within_limit
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
