@@ -15,7 +15,7 @@ from typing import IO, Any, Iterator
 
 import orjson
 
-from engine.delivery import DeadLetter
+from engine.delivery.records import DeadLetter
 from engine.config.mappingfile import Settings
 
 

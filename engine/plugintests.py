@@ -15,12 +15,13 @@ import yaml
 
 from engine.config import schemas
 from engine.config.definitions import Catalog
-from engine.delivery import DeadLetter, Outgoing, Sender
-from engine.errors import ConfigError
 from engine.config.mappingfile import load_mapping_document
+from engine.config.yamlsource import load_file, load_text
+from engine.delivery.records import DeadLetter, Outgoing
+from engine.delivery.requests import Requests
+from engine.errors import ConfigError
 from engine.mappingtests import CaseResult, payload_diff
 from engine.pipeline import Pipeline
-from engine.config.yamlsource import load_file, load_text
 
 
 def _mapping_for(slug: str, action: str, case: dict[str, Any]) -> dict[str, Any]:
@@ -64,12 +65,8 @@ def _run_case(catalog: Catalog, slug: str, action: str, case: dict[str, Any], wh
                 + "; ".join(outcome.errors or [outcome.reason or ""]),)
     if outcome.status != "ok":
         return (f"expected a request, but the event is {outcome.status}: " + "; ".join(outcome.errors or [outcome.reason or ""]),)
-    sender = Sender(mapping)
     refused: list[DeadLetter] = []
-    try:
-        requests = sender.requests_for(mapping.subscriptions[0], [Outgoing(0, case["event"], outcome.payload or {})], refused.append)
-    finally:
-        sender.close()
+    requests = Requests(mapping).preview(mapping.subscriptions[0], [Outgoing(0, case["event"], outcome.payload or {})], refused.append)
     if refused:
         return (f"expected a request, but the payload was refused: {refused[0].reason}",)
     return tuple(_compare_request(case["request"], requests[0]))

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from engine.config.definitions import Action
-from engine.delivery import Outgoing, utc_text
+from engine.delivery.records import Outgoing, utc_text
 
 PAST_MARGIN = timedelta(hours=1)
 FUTURE_MARGIN = timedelta(minutes=5)

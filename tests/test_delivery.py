@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from destinations.metronome.emulator import FAULT_KINDS, Faults, MetronomeEmulator
 from engine.cli import main
 from engine.deadletters import DeadLetterFile
-from engine.delivery import Outgoing, RetryPolicy, Sender, Unauthorized, classify
+from engine.delivery import Outgoing, Requests, RetryPolicy, Sender, Unauthorized, classify
 from engine.events import Event
 from engine.config.mappingfile import MappingFile, load_mapping_file
 from engine.pipeline import Pipeline
@@ -373,6 +373,19 @@ def test_dry_run_prints_the_exact_requests_with_the_token_masked(
     assert {k: v for k, v in orjson.loads(summary).items() if k != "delivered"} == {
         k: v for k, v in wet.summary.items() if k != "delivered"}
     assert [r["event"] for r in dead_letters(tmp_path / DEAD)] == [events[5]] * 2, "once per run"
+
+
+def test_requests_are_rendered_without_a_transport() -> None:
+    """Rendering is apart from sending (issue 14): no client, no server, the same requests a send makes."""
+    mapping = load_mapping_file(MAPPING, env={"METRONOME_API_TOKEN": TOKEN}, overrides={"base_url": "http://127.0.0.1:9"})
+    events = track_events(3, seed=3)
+    items = [Outgoing(index, event, expected_payload(event)) for index, event in enumerate(events)]
+    refused: list[Any] = []
+    (request,) = Requests(mapping).preview(mapping.subscriptions[0], items, refused.append)
+    assert refused == []
+    assert request["method"] == "POST" and request["url"] == "http://127.0.0.1:9/v1/ingest"
+    assert request["headers"]["Authorization"] == "Bearer ********"
+    assert request["body"] == [item.payload for item in items]
 
 
 # -- 7. replay ------------------------------------------------------------------------------

@@ -15,17 +15,16 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Literal, NamedTuple
+from typing import Any, Callable, Literal
 
 import httpx
-import orjson
 
-from engine.config.definitions import Hook
-from engine.errors import ActionmapError, ConfigError
-from engine.lang.mapping import compile_mapping
-from engine.config.mappingfile import MappingFile, Settings, Subscription
+from engine.config.mappingfile import MappingFile, Subscription
+from engine.delivery.records import DeadLetter, Outgoing
+from engine.delivery.requests import DeadLetterSink, Requests, Target, render
+from engine.errors import ActionmapError
 
 Kind = Literal["ok", "retry", "reject", "unauthorized"]
 RETRYABLE = frozenset({408, 429})
@@ -33,46 +32,6 @@ REJECTED = frozenset({400, 404, 413, 422})
 UNAUTHORIZED = frozenset({401, 403})
 _MESSAGE_LIMIT = 500
 CONNECT_TIMEOUT = 5.0
-
-
-class Outgoing(NamedTuple):
-    """One payload on its way, with what a dead letter must keep (a tuple: made once per payload, cheaply).
-
-    ``position`` says where its event came from, for the caller to find it again:
-    the event's place in the input (send), its queue row (serve), its message (consume).
-    """
-
-    position: int
-    event: Any
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """What could not be delivered, kept whole: the event, or ``raw``, its text, when it could not be read as one."""
-
-    subscription: str
-    index: int
-    event: Any
-    payload: dict[str, Any] | None
-    reason: str
-    status: int | None = None
-    attempts: int = 0
-    time: str = field(default_factory=lambda: utc_text(datetime.now(timezone.utc)))
-    raw: str | None = None
-    exhausted: bool = False  # the retry budget ran out: a later attempt may still deliver it
-
-    def record(self) -> dict[str, Any]:
-        """The JSON record of a dead-letter line (``raw`` only when there is one)."""
-        record = asdict(self)
-        del record["exhausted"]
-        if self.raw is None:
-            del record["raw"]
-        return record
-
-
-def utc_text(instant: datetime) -> str:
-    return instant.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Unauthorized(ActionmapError):
@@ -186,33 +145,6 @@ def classify(response: httpx.Response) -> Answer:
     return Answer("reject", status, _message(response))
 
 
-def render(template: str, settings: Settings) -> str:
-    """A URL or header template over settings (``{{settings.base_url}}/v1/ingest``)."""
-    value = compile_mapping({"@template": template}).evaluate({"settings": settings.values})
-    return str(value)
-
-
-def _header_problem(name: str, value: object) -> str | None:
-    """Why a header cannot go on the wire (HTTP carries ASCII text on one line), or None; the value is never quoted."""
-    if not isinstance(value, str):
-        return f"header {name!r} is not text"
-    if not (value.isascii() and name.isascii()) or any(c in value for c in "\r\n\0"):
-        return f"header {name!r} holds characters HTTP headers cannot carry (non-ASCII, or a line break)"
-    return None
-
-
-@dataclass
-class _Target:
-    """A subscription's request, rendered once: method, URL, headers, how payloads become a body."""
-
-    method: str
-    url: str
-    headers: dict[str, str]
-    batched: bool
-    body_field: str | None
-    hook: Hook | None
-
-
 class Sender:
     """Delivers batches for one mapping file; counts requests, retries and delivered payloads; never sends a secret anywhere else."""
 
@@ -230,7 +162,8 @@ class Sender:
     ) -> None:
         self.mapping_file = mapping_file
         self.settings = mapping_file.settings
-        self.client = client or httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=8))
+        self._client = client
+        self._timeout = timeout
         self.policy = policy
         self.pace = pace
         self.rng = rng or random.Random()
@@ -238,93 +171,38 @@ class Sender:
         self.requests = 0  # running totals, read by the caller before and after each batch
         self.retries = 0
         self.delivered = 0
-        auth = {k: render(v, self.settings) for k, v in mapping_file.destination.auth_headers.items()}
-        self._targets = {sub.name: self._target(sub, auth) for sub in mapping_file.subscriptions}
+        self.rendering = Requests(mapping_file)
 
-    def _target(self, sub: Subscription, auth: dict[str, str]) -> _Target:
-        request = sub.action.request
-        headers = {"content-type": "application/json", **auth}
-        headers.update({k: render(v, self.settings) for k, v in request.headers.items()})
-        if request.headers_setting:
-            headers.update(self.settings.values.get(request.headers_setting) or {})
-        for name, value in headers.items():
-            problem = _header_problem(name, value)
-            if problem is not None:
-                raise ConfigError(f"subscription {sub.name!r}: {problem}: check the settings it is made from")
-        batched = request.body == "batch" or (request.body == "auto" and sub.batch_size > 1)
-        method = render(request.method, self.settings)
-        return _Target(method, render(request.url, self.settings), headers, batched, request.body_field, request.hook)
+    @property
+    def client(self) -> httpx.Client:
+        """The HTTP client, opened at the first request: rendering alone (a dry run) opens none."""
+        if self._client is None:
+            self._client = httpx.Client(timeout=self._timeout, limits=httpx.Limits(max_keepalive_connections=8))
+        return self._client
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
-    def requests_for(self, sub: Subscription, items: list[Outgoing], dead_letter: Callable[[DeadLetter], None]) -> list[dict[str, Any]]:
-        """The exact requests a batch becomes, secrets masked: what ``--dry-run`` prints (unencodable payloads dead-lettered)."""
-        target = self._targets[sub.name]
-        requests = []
-        for group in self._groups(target, items):
-            for _, body, sent in self._encoded(sub, target, group, dead_letter):
-                headers = {k: self.settings.redact(v) for k, v in sent.items()}
-                requests.append({"method": target.method, "url": self.settings.redact(target.url), "headers": headers, "body": orjson.loads(body)})
-        return requests
+    def requests_for(self, sub: Subscription, items: list[Outgoing], dead_letter: DeadLetterSink) -> list[dict[str, Any]]:
+        """The exact requests a batch becomes, secrets masked (``Requests.preview``): what ``--dry-run`` prints."""
+        return self.rendering.preview(sub, items, dead_letter)
 
-    @staticmethod
-    def _groups(target: _Target, items: list[Outgoing]) -> list[list[Outgoing]]:
-        """The payloads of each request: all of them, or one per request."""
-        return [items] if target.batched else [[item] for item in items]
-
-    @staticmethod
-    def _body(target: _Target, items: list[Outgoing]) -> bytes:
-        field = target.body_field
-        payloads = [item.payload[field] for item in items] if field else [item.payload for item in items]
-        return orjson.dumps(payloads if target.batched else payloads[0])
-
-    def _headers(self, target: _Target, body: bytes) -> dict[str, str]:
-        """The request's headers, with whatever the plugin's hook adds for these exact body bytes."""
-        if target.hook is None:
-            return target.headers
-        extra = target.hook(method=target.method, url=target.url, headers=dict(target.headers), body=body, settings=self.settings.values)
-        for name, value in extra.items():
-            problem = _header_problem(name, value)
-            if problem is not None:
-                raise ValueError(f"the plugin's request hook returned a header HTTP cannot carry: {problem}")
-        return {**target.headers, **extra}
-
-    def _encoded(
-        self, sub: Subscription, target: _Target, items: list[Outgoing], dead_letter: Callable[[DeadLetter], None]
-    ) -> Iterator[tuple[list[Outgoing], bytes, dict[str, str]]]:
-        """The batch as (payloads, body, headers), split in halves around any payload that cannot be encoded or signed.
-
-        The last guard of the way out: a payload orjson refuses or a plugin hook
-        raises on is dead-lettered alone with the error; its neighbours go on.
-        """
-        try:
-            body = self._body(target, items)
-            yield items, body, self._headers(target, body)
-        except Exception as exc:
-            if len(items) == 1:
-                reason = f"could not be encoded for sending ({type(exc).__name__}: {exc})"
-                dead_letter(self._dead(sub, items[0], reason, None, 0))
-                return
-            middle = len(items) // 2
-            yield from self._encoded(sub, target, items[:middle], dead_letter)
-            yield from self._encoded(sub, target, items[middle:], dead_letter)
-
-    def deliver(self, sub: Subscription, items: list[Outgoing], dead_letter: Callable[[DeadLetter], None]) -> None:
+    def deliver(self, sub: Subscription, items: list[Outgoing], dead_letter: DeadLetterSink) -> None:
         """Send one batch: each payload is counted in ``delivered`` or handed to ``dead_letter`` as soon as its fate is known.
 
         Raises :class:`Unauthorized`; what was decided before that (delivered halves,
         rejected events of a bisection) is already counted and dead-lettered, so
         nothing is lost or reported twice when delivery stops.
         """
-        target = self._targets[sub.name]
-        for group in self._groups(target, items):
-            for encodable, body, headers in self._encoded(sub, target, group, dead_letter):
+        target = self.rendering.targets[sub.name]
+        for group in self.rendering.groups(target, items):
+            for encodable, body, headers in self.rendering.encoded(sub, target, group, dead_letter):
                 self._bisect(sub, target, encodable, body, headers, dead_letter)
 
     def _bisect(
-        self, sub: Subscription, target: _Target, items: list[Outgoing], body: bytes, headers: dict[str, str],
-        dead_letter: Callable[[DeadLetter], None],
+        self, sub: Subscription, target: Target, items: list[Outgoing], body: bytes, headers: dict[str, str],
+        dead_letter: DeadLetterSink,
     ) -> None:
         answer, attempts = self._post(target, len(items), body, headers)
         if answer.kind == "ok":
@@ -341,7 +219,7 @@ class Sender:
         else:
             middle = len(items) // 2
             for half in (items[:middle], items[middle:]):
-                for encodable, half_body, half_headers in self._encoded(sub, target, half, dead_letter):
+                for encodable, half_body, half_headers in self.rendering.encoded(sub, target, half, dead_letter):
                     self._bisect(sub, target, encodable, half_body, half_headers, dead_letter)
 
     def _dead(self, sub: Subscription, item: Outgoing, reason: str, status: int | None, attempts: int,
@@ -349,7 +227,7 @@ class Sender:
         return DeadLetter(sub.name, item.position, item.event, item.payload, self.settings.redact(reason), status, attempts,
                           exhausted=exhausted)
 
-    def _post(self, target: _Target, count: int, body: bytes, headers: dict[str, str]) -> tuple[Answer, int]:
+    def _post(self, target: Target, count: int, body: bytes, headers: dict[str, str]) -> tuple[Answer, int]:
         """Send until a final answer or the retry budget is spent; the answer and the attempts made."""
         started = self.clock()
         attempt = 0

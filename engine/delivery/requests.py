@@ -1,0 +1,122 @@
+"""Rendering requests: a subscription's method, URL and headers once, and each batch's body; no network.
+
+Kept apart from the transport so that a dry run and the plugin tests show the exact
+requests a batch becomes without opening a client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import orjson
+
+from engine.config.definitions import Hook
+from engine.config.mappingfile import MappingFile, Settings, Subscription
+from engine.delivery.records import DeadLetter, Outgoing
+from engine.errors import ConfigError
+from engine.lang.mapping import compile_mapping
+
+DeadLetterSink = Callable[[DeadLetter], None]
+
+
+def render(template: str, settings: Settings) -> str:
+    """A URL or header template over settings (``{{settings.base_url}}/v1/ingest``)."""
+    value = compile_mapping({"@template": template}).evaluate({"settings": settings.values})
+    return str(value)
+
+
+def _header_problem(name: str, value: object) -> str | None:
+    """Why a header cannot go on the wire (HTTP carries ASCII text on one line), or None; the value is never quoted."""
+    if not isinstance(value, str):
+        return f"header {name!r} is not text"
+    if not (value.isascii() and name.isascii()) or any(c in value for c in "\r\n\0"):
+        return f"header {name!r} holds characters HTTP headers cannot carry (non-ASCII, or a line break)"
+    return None
+
+
+@dataclass
+class Target:
+    """A subscription's request, rendered once: method, URL, headers, how payloads become a body."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    batched: bool
+    body_field: str | None
+    hook: Hook | None
+
+
+class Requests:
+    """The requests of one mapping file: each subscription's target rendered at start (a bad header is a ConfigError)."""
+
+    def __init__(self, mapping_file: MappingFile) -> None:
+        self.settings = mapping_file.settings
+        auth = {k: render(v, self.settings) for k, v in mapping_file.destination.auth_headers.items()}
+        self.targets = {sub.name: self._target(sub, auth) for sub in mapping_file.subscriptions}
+
+    def _target(self, sub: Subscription, auth: dict[str, str]) -> Target:
+        request = sub.action.request
+        headers = {"content-type": "application/json", **auth}
+        headers.update({k: render(v, self.settings) for k, v in request.headers.items()})
+        if request.headers_setting:
+            headers.update(self.settings.values.get(request.headers_setting) or {})
+        for name, value in headers.items():
+            problem = _header_problem(name, value)
+            if problem is not None:
+                raise ConfigError(f"subscription {sub.name!r}: {problem}: check the settings it is made from")
+        batched = request.body == "batch" or (request.body == "auto" and sub.batch_size > 1)
+        method = render(request.method, self.settings)
+        return Target(method, render(request.url, self.settings), headers, batched, request.body_field, request.hook)
+
+    def preview(self, sub: Subscription, items: list[Outgoing], dead_letter: DeadLetterSink) -> list[dict[str, Any]]:
+        """The exact requests a batch becomes, secrets masked: what ``--dry-run`` prints (unencodable payloads dead-lettered)."""
+        target = self.targets[sub.name]
+        requests = []
+        for group in self.groups(target, items):
+            for _, body, sent in self.encoded(sub, target, group, dead_letter):
+                headers = {k: self.settings.redact(v) for k, v in sent.items()}
+                requests.append({"method": target.method, "url": self.settings.redact(target.url), "headers": headers, "body": orjson.loads(body)})
+        return requests
+
+    @staticmethod
+    def groups(target: Target, items: list[Outgoing]) -> list[list[Outgoing]]:
+        """The payloads of each request: all of them, or one per request."""
+        return [items] if target.batched else [[item] for item in items]
+
+    @staticmethod
+    def _body(target: Target, items: list[Outgoing]) -> bytes:
+        field = target.body_field
+        payloads = [item.payload[field] for item in items] if field else [item.payload for item in items]
+        return orjson.dumps(payloads if target.batched else payloads[0])
+
+    def _headers(self, target: Target, body: bytes) -> dict[str, str]:
+        """The request's headers, with whatever the plugin's hook adds for these exact body bytes."""
+        if target.hook is None:
+            return target.headers
+        extra = target.hook(method=target.method, url=target.url, headers=dict(target.headers), body=body, settings=self.settings.values)
+        for name, value in extra.items():
+            problem = _header_problem(name, value)
+            if problem is not None:
+                raise ValueError(f"the plugin's request hook returned a header HTTP cannot carry: {problem}")
+        return {**target.headers, **extra}
+
+    def encoded(
+        self, sub: Subscription, target: Target, items: list[Outgoing], dead_letter: DeadLetterSink
+    ) -> Iterator[tuple[list[Outgoing], bytes, dict[str, str]]]:
+        """The batch as (payloads, body, headers), split in halves around any payload that cannot be encoded or signed.
+
+        The last guard of the way out: a payload orjson refuses or a plugin hook
+        raises on is dead-lettered alone with the error; its neighbours go on.
+        """
+        try:
+            body = self._body(target, items)
+            yield items, body, self._headers(target, body)
+        except Exception as exc:
+            if len(items) == 1:
+                reason = f"could not be encoded for sending ({type(exc).__name__}: {exc})"
+                dead_letter(DeadLetter(sub.name, items[0].position, items[0].event, items[0].payload, self.settings.redact(reason), None, 0))
+                return
+            middle = len(items) // 2
+            yield from self.encoded(sub, target, items[:middle], dead_letter)
+            yield from self.encoded(sub, target, items[middle:], dead_letter)
