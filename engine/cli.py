@@ -10,19 +10,19 @@ import orjson
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from engine.deadletters import DeadLetterFile, read_dead_letters
 from engine.config import schemas
-from engine.config.definitions import Catalog, load_destination
+from engine.config.definitions import Catalog, load_destination, load_emulator
+from engine.config.mappingfile import MappingFile, load_mapping_file
 from engine.config.yamlsource import load_file
+from engine.deadletters import DeadLetterFile, read_dead_letters
 from engine.delivery import CONNECT_TIMEOUT, RetryPolicy, Sender, TokenBucket, Unauthorized, check_credential
 from engine.docs import destination_markdown, key_reference_markdown, update_key_reference
 from engine.errors import ConfigError, ConfigErrors
 from engine.events import BadInput, Event, Item, decode, open_input, read_events
-from engine.config.mappingfile import MappingFile, load_mapping_file
 from engine.mappingtests import run_tests
+from engine.pipeline import Outcome, Pipeline
 from engine.plugintests import run_plugin_tests
 from engine.scaffold import new_destination
-from engine.pipeline import Outcome, Pipeline
 from engine.send import Delivery, Progress, Summary
 
 EXIT_OK, EXIT_FAILED, EXIT_SOME_BAD = 0, 1, 2
@@ -267,12 +267,8 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    if args.slug != "metronome":
-        print(f"actionmap: no emulator for {args.slug!r}; available: metronome", file=sys.stderr)
-        return EXIT_FAILED
-    from destinations.metronome.emulator import main as emulator_main
-
-    return emulator_main(args.options)
+    status: int = load_emulator(args.slug).main(args.options)
+    return status
 
 
 def cmd_new_destination(args: argparse.Namespace) -> int:

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from destinations.metronome.emulator import MetronomeEmulator
-from engine.events import Event, Item, open_input, read_events
+from engine.config.definitions import load_emulator
 from engine.config.mappingfile import load_mapping_file
+from engine.events import Event, Item, open_input, read_events
 from engine.resources import data_path
 from engine.send import Summary, send_events
 
@@ -62,7 +62,7 @@ def run_demo(events: str | None = None, mapping: str | None = None) -> int:
     now = datetime.now(timezone.utc)
     items = _moved_to_today(items, now)
     token = "demo-" + secrets.token_hex(12)
-    with MetronomeEmulator({token}) as emulator:
+    with load_emulator("metronome").Emulator({token}) as emulator:
         say(f"Metronome emulator on {emulator.base_url}")
         say(f"sending {len(items)} example events from {events_path} through {mapping_path}")
         say("(example timestamps moved by whole days to today, inside Metronome's 34-day window)")

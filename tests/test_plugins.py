@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config.definitions import Catalog, load_destination
+from engine.config.definitions import Catalog, load_destination, load_emulator, plugin_folders
 from engine.errors import ConfigError
 from tests.conftest import REPO
 
@@ -173,3 +173,20 @@ def test_docs_update_rewrites_a_stale_reference(cli, tmp_path: Path) -> None:
     assert cli("docs", "--update", str(readme)).code == 0
     text = readme.read_text()
     assert "STALE-TEXT" not in text and "`destination`" in text and text.endswith(f"{REFERENCE_END}\ntail\n")
+
+
+def test_the_engine_finds_plugins_only_through_discovery() -> None:
+    """Issue 14: no engine module imports a plugin by name; the built-ins are entry points like any other."""
+    importers = [str(path.relative_to(REPO)) for path in (REPO / "engine").rglob("*.py")
+                 if any(line.startswith(("import destinations", "from destinations")) for line in path.read_text().splitlines())]
+    assert importers == []
+    assert {slug: origin for slug, (_, origin) in plugin_folders().items() if slug in ("metronome", "webhook")} == {
+        "metronome": "built-in", "webhook": "built-in"}
+
+
+def test_an_emulator_is_found_beside_its_plugin() -> None:
+    module = load_emulator("metronome")
+    with module.Emulator({"t-0123456789"}) as emulator:
+        assert emulator.base_url.startswith("http://127.0.0.1:")
+    with pytest.raises(ConfigError, match="no emulator for 'webhook'; available: metronome"):
+        load_emulator("webhook")

@@ -785,6 +785,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+Emulator = MetronomeEmulator
+"""The name ``actionmap`` looks for (``engine.config.definitions.load_emulator``)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``actionmap emulator metronome``: print the base URL, serve until SIGINT/SIGTERM, print a JSON summary."""
     parser = _parser()

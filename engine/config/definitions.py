@@ -1,31 +1,34 @@
 """Loading destination plugins: discovery, schema checks, and compiling their defaults.
 
-A plugin is a folder holding ``destination.yaml`` and ``actions/<slug>.yaml``. Plugins
-come from the ``destinations`` package of this distribution and from any installed
-distribution that declares an entry point in the ``actionmap.destinations`` group
-(the entry point names the plugin's package; its folder holds the YAML). A plugin
+A plugin is a folder holding ``destination.yaml`` and ``actions/<slug>.yaml``. Every
+plugin, the built-in ones included, is found the same way: an installed distribution
+declares an entry point in the ``actionmap.destinations`` group that names the plugin's
+package, whose folder holds the YAML (this distribution's own are "built-in"); the
+engine imports no plugin by name. A plugin
 that fails to load is an error naming file, line and column: never skipped.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
+import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Mapping
 
-import destinations
 from engine.config import schemas
+from engine.config.yamlsource import Document, join_pointer, load_file
 from engine.errors import ConfigError
 from engine.lang.fields import FieldSet, compile_fields
 from engine.lang.mapping import Node, compile_mapping
 from engine.lang.trigger import Trigger, compile_trigger
-from engine.config.yamlsource import Document, join_pointer, load_file
 
 ENTRY_POINT_GROUP = "actionmap.destinations"
+_DISTRIBUTION = "actionmap"  # its own entry points are the built-in plugins
 _SETTING_REF = re.compile(r"\{\{\{?\s*settings\.([A-Za-z0-9_]+)")
 
 
@@ -277,12 +280,9 @@ def _folder_of(loaded: Any, name: str) -> Path:
 def plugin_folders() -> dict[str, tuple[Path, str]]:
     """Every plugin on this installation: slug -> (folder, where it came from)."""
     found: dict[str, tuple[Path, str]] = {}
-    for base in destinations.__path__:
-        for child in sorted(Path(base).iterdir()):
-            if (child / "destination.yaml").is_file():
-                found[child.name] = (child, "built-in")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        origin = f"entry point {ep.name} = {ep.value}" + (f" of {ep.dist.name}" if ep.dist else "")
+        ours = ep.dist is not None and ep.dist.name == _DISTRIBUTION
+        origin = "built-in" if ours else f"entry point {ep.name} = {ep.value}" + (f" of {ep.dist.name}" if ep.dist else "")
         try:
             folder = _folder_of(ep.load(), ep.name)
         except ConfigError:
@@ -324,3 +324,22 @@ class Catalog:
             folder, origin = self._folders[slug]
             self._loaded[slug] = load_destination(folder, slug, origin)
         return self._loaded[slug]
+
+
+def load_emulator(slug: str) -> ModuleType:
+    """The plugin's ``emulator`` module (``emulator.py`` beside its ``destination.yaml``), found as the plugin is.
+
+    An emulator module offers ``main(argv)`` (``actionmap emulator SLUG ...``) and
+    ``Emulator``, a context manager serving on loopback (the demo's).
+    """
+    folders = plugin_folders()
+    if slug not in folders or not (folders[slug][0] / "emulator.py").is_file():
+        having = sorted(name for name, (folder, _) in folders.items() if (folder / "emulator.py").is_file())
+        raise ConfigError(f"no emulator for {slug!r}; available: {', '.join(having) or 'none'}")
+    folder = folders[slug][0] / "emulator.py"
+    spec = importlib.util.spec_from_file_location(f"actionmap_emulator_{slug}", folder)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look a module up by name while it runs
+    spec.loader.exec_module(module)
+    return module
