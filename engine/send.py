@@ -145,7 +145,7 @@ class Delivery:
             return items
         kept, refused = presend.split(items, self.now())
         for item, reason in refused:
-            self._dead(DeadLetter(sub.name, item.position, item.event, item.payload, reason))
+            self._dead(DeadLetter.of(sub.name, item, reason))
         return kept
 
     def _flush(self, sub: Subscription) -> None:

@@ -34,6 +34,12 @@ class DeadLetter:
     raw: str | None = None
     exhausted: bool = False  # the retry budget ran out: a later attempt may still deliver it
 
+    @classmethod
+    def of(cls, subscription: str, item: Outgoing, reason: str, status: int | None = None, attempts: int = 0,
+           exhausted: bool = False) -> DeadLetter:
+        """The dead letter of one outgoing payload (``reason`` already redacted by the caller)."""
+        return cls(subscription, item.position, item.event, item.payload, reason, status, attempts, exhausted=exhausted)
+
     def record(self) -> dict[str, Any]:
         """The JSON record of a dead-letter line (``raw`` only when there is one)."""
         record = asdict(self)

@@ -115,7 +115,7 @@ class Requests:
         except Exception as exc:
             if len(items) == 1:
                 reason = f"could not be encoded for sending ({type(exc).__name__}: {exc})"
-                dead_letter(DeadLetter(sub.name, items[0].position, items[0].event, items[0].payload, self.settings.redact(reason), None, 0))
+                dead_letter(DeadLetter.of(sub.name, items[0], self.settings.redact(reason)))
                 return
             middle = len(items) // 2
             yield from self.encoded(sub, target, items[:middle], dead_letter)

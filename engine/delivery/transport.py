@@ -224,8 +224,7 @@ class Sender:
 
     def _dead(self, sub: Subscription, item: Outgoing, reason: str, status: int | None, attempts: int,
               exhausted: bool = False) -> DeadLetter:
-        return DeadLetter(sub.name, item.position, item.event, item.payload, self.settings.redact(reason), status, attempts,
-                          exhausted=exhausted)
+        return DeadLetter.of(sub.name, item, self.settings.redact(reason), status, attempts, exhausted)
 
     def _post(self, target: Target, count: int, body: bytes, headers: dict[str, str]) -> tuple[Answer, int]:
         """Send until a final answer or the retry budget is spent; the answer and the attempts made."""
