@@ -26,6 +26,8 @@ from engine.config.yamlsource import Document, join_pointer, load_file
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MASK = "********"
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""A connection's name: safe in a metric label, a Kafka group id and a file name."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class Subscription:
 
 @dataclass(frozen=True)
 class MappingFile:
+    """One connection: a destination plugin with its settings and subscriptions, named in its deployment."""
+
     path: str
     destination: Destination
     settings: Settings
@@ -84,6 +88,7 @@ class MappingFile:
     tests: list[dict[str, Any]]
     document: Document = field(repr=False)
     write_keys: tuple[str, ...] = field(default=(), repr=False)  # secrets: kept out of every repr
+    name: str = "default"
 
 
 def _is_loopback(host: str) -> bool:
@@ -287,4 +292,12 @@ def load_mapping_document(
                 raise doc.place(
                     ConfigError(f'no subscription is named "{expectation["subscription"]}"', f"/tests/{index}/expect/{k}/subscription")
                 )
-    return MappingFile(doc.file, dest, settings, subscriptions, tests, doc, write_keys)
+    return MappingFile(doc.file, dest, settings, subscriptions, tests, doc, write_keys, connection_name(doc))
+
+
+def connection_name(doc: Document) -> str:
+    """``name:``, or else the file's stem made a valid name (``metronome prod.yaml`` is ``metronome-prod``)."""
+    if isinstance(doc.data, dict) and isinstance(doc.data.get("name"), str):
+        return doc.data["name"]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(doc.file).name.split(".")[0]).strip("-_.")[:64]
+    return stem or "default"
