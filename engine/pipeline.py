@@ -2,7 +2,9 @@
 
 This is the per-event path. Everything here was compiled when the mapping file
 loaded; per event we only walk, compare and copy: each subscription is one trigger
-predicate and one fused map-and-check pass (``FieldSet.builder``). Nothing raises
+predicate and one fused map-and-check pass (``FieldSet.builder``). ``explain`` runs the
+same pass traced: each mapping records where its value came from and each check what it
+changed, so the outcome is the one the untraced pass gives, with notes. Nothing raises
 for bad event data: a problem becomes an ``invalid`` outcome that names the field
 and the rule, and an unexpected exception on one event's path (a bug) makes that
 event invalid with the error rather than stopping the events around it.
@@ -15,6 +17,7 @@ from typing import Any, Callable, Literal, NamedTuple
 from engine.errors import MappingFailure
 from engine.lang.fields import Build
 from engine.config.mappingfile import MappingFile, Subscription
+from engine.lang.mapping import Node, Note, Trace
 from engine.lang.missing import MISSING
 from engine.lang.trigger import integrations_filter
 
@@ -43,14 +46,7 @@ class Pipeline:
         self._allowed: Callable[[dict[str, Any]], bool] = integrations_filter(dest.name, dest.slug)
         self._destination = dest.name
         self._compiled: tuple[tuple[Subscription, Callable[[dict[str, Any]], bool], Build], ...] = tuple(
-            (
-                sub,
-                sub.trigger.matches,
-                sub.checks.builder(
-                    {name: node.evaluator for name, node in sub.mapping.items()},
-                    {name: node.source for name, node in sub.mapping.items()},
-                ),
-            )
+            (sub, sub.trigger.matches, sub.checks.builder({name: node.evaluator for name, node in sub.mapping.items()}))
             for sub in self.subscriptions
         )
 
@@ -97,36 +93,29 @@ def _failed(sub: Subscription, exc: Exception) -> Outcome:
 
 
 def _explained(sub: Subscription, event: dict[str, Any]) -> Outcome:
-    """The same outcome as the fused pass, saying per field where its value came from and which coercion ran."""
-    built: dict[str, Any] = {}
-    failed: dict[str, str] = {}
-    notes: dict[str, Any] = {}
-    for name, node in sub.mapping.items():
-        try:
-            value, notes[name] = node.explain(event)
-        except MappingFailure as failure:
-            failed[name] = f"{name}: {failure} (mapping {node.source})"
-            notes[name] = {"from": node.source, "failed": str(failure)}
-            continue
-        if value is not MISSING:
-            built[name] = value
-    payload, field_problems = sub.checks.check(built)
-    problems = list(failed.values()) + [p.message for p in field_problems if p.field not in failed]
-    for name, value in built.items():
-        sent = payload.get(name, MISSING)
-        if sent is MISSING or sent != value or type(sent) is not type(value):
-            by = _coercion_name(value, sent, sub.action.fields[name]["type"])
-            notes[name]["coerced"] = {"by": by, "from": value, "to": None if sent is MISSING else sent}
+    """The outcome of the subscription's pass run traced: per field where its value came from and what its check changed."""
+    notes: dict[str, Note] = {}
+
+    def coerced(name: str, value: Any, checked: Any, by: str) -> None:
+        notes[name]["coerced"] = {"by": by, "from": value, "to": None if checked is MISSING else checked}
+
+    build = sub.checks.builder({name: _tracing(name, node, notes) for name, node in sub.mapping.items()}, coerced)
+    payload, problems = build(event)
     status: Status = "invalid" if problems else "ok"
-    return Outcome(sub.name, sub.action.slug, status, payload, tuple(problems), explain=notes)
+    return Outcome(sub.name, sub.action.slug, status, payload, tuple(p.message for p in problems), explain=notes)
 
 
-_KINDS = {str: "string", bool: "boolean", int: "number", float: "number", type(None): "null", dict: "object", list: "array"}
+def _tracing(name: str, node: Node, notes: dict[str, Note]) -> Callable[[Any], Any]:
+    """The field's mapping evaluated with a trace, its note kept under the field's name (a failure's too)."""
 
+    def evaluate(event: Any) -> Any:
+        trace: Trace = []
+        try:
+            value = node.evaluate(event, trace)
+        except MappingFailure as failure:
+            notes[name] = {"from": node.source, "failed": str(failure)}
+            raise
+        notes[name] = trace[0]
+        return value
 
-def _coercion_name(before: Any, after: Any, field_type: str) -> str:
-    """How a value changed between mapping and sending, named as the declared coercions are."""
-    if after is MISSING:
-        return "null_to_missing"
-    kind_before, kind_after = _KINDS.get(type(before), "value"), _KINDS.get(type(after), "value")
-    return f"{kind_before}_to_{kind_after}" if kind_before != kind_after else f"normalised {kind_after if kind_after != 'string' else field_type}"
+    return evaluate

@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 
 from engine.errors import ConfigError
 from engine.lang.fields import FieldProblem, FieldSet, compile_fields
+from engine.lang.missing import MISSING
 from tests.conftest import REPO
 
 SEND_EVENT = REPO / "destinations" / "metronome" / "actions" / "send_event.yaml"
@@ -686,3 +687,113 @@ def test_checks_agree_with_jsonschema(decl: dict[str, Any], required: bool, data
     assert out["f"] == value
     if valid and decl["type"] == "integer" and value is not None:
         assert type(out["f"]) is int
+
+
+# --- what the compiled field set carries: windows, names, and one compilation per action ---------
+
+
+def test_a_window_is_compiled_with_its_field() -> None:
+    fields = compile_fields({"t": {"type": "datetime", "window": {"past": "34d", "future": "90m"}}, "u": {"type": "datetime"}})
+    (window,) = fields.windows
+    assert (window.field, window.past, window.future, window.text) == ("t", timedelta(days=34), timedelta(minutes=90), "34d back to 90m ahead")
+    assert fields.names == ("t", "u") and fields.required == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("window", "where", "message"),
+    [
+        ({"past": "34 days", "future": "1h"}, "/f/window/past", 'window past must be a number and a unit (s, m, h or d), as 34d or 24h, not "34 days"'),
+        ({"past": "1d", "future": 5}, "/f/window/future", "not 5"),
+        ({"past": "1d"}, "/f/window", "window takes past and future durations"),
+        ("34d", "/f/window", 'not "34d"'),
+    ],
+)
+def test_a_bad_window_points_at_its_part(window: Any, where: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compile_fields({"f": {"type": "datetime", "window": window}})
+    assert caught.value.pointer == where and message in caught.value.message
+
+
+def test_a_window_in_array_items_is_refused_since_nothing_would_check_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        compile_fields({"f": {"type": "array", "items": {"type": "datetime", "window": {"past": "1d", "future": "1h"}}}})
+    assert caught.value.pointer == "/f/items/window" and "not to array items" in caught.value.message
+
+
+def test_mapped_by_names_a_subscriptions_mappings_without_compiling_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    action = metronome_fields()
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr("engine.lang.fields.compiler._compile_shape", forbidden)
+    monkeypatch.setattr("re.compile", forbidden)
+    mine = action.mapped_by({"transaction_id": "$.properties.id"})
+    messages = [p.message for p in mine.check({})[1]]
+    assert messages[:2] == [
+        "transaction_id: required, but its mapping $.properties.id gave no value for this event",
+        "customer_id: required, but nothing maps it; add it to the subscription's mapping",
+    ]
+    assert (mine.names, mine.windows) == (action.names, action.windows)
+    assert "@coalesce($.userId, $.anonymousId)" in action.check({})[1][1].message, "the action's own messages are unchanged"
+
+
+# (declaration, value mapped, value sent, what the check says changed it)
+CHANGES = [
+    ({"type": "string", "coerce": ["number_to_string"]}, 12, "12", "number_to_string"),
+    ({"type": "string", "coerce": ["number_to_string", "boolean_to_string"]}, True, "true", "boolean_to_string"),
+    ({"type": "integer", "coerce": ["string_to_integer"]}, "3", 3, "string_to_integer"),
+    ({"type": "number", "coerce": ["string_to_integer"]}, "-7", -7, "string_to_integer"),
+    ({"type": "number", "coerce": ["string_to_number"]}, "1.5", 1.5, "string_to_number"),
+    ({"type": "boolean", "coerce": ["string_to_boolean"]}, "false", False, "string_to_boolean"),
+    ({"type": "integer"}, 3.0, 3, "normalised number"),
+    ({"type": "datetime"}, "2026-11-26T11:00:00+01:00", "2026-11-26T10:00:00.000Z", "normalised datetime"),
+    ({"type": "array", "items": {"type": "string", "coerce": ["number_to_string"]}}, [1, "a"], ["1", "a"], "normalised array"),
+    ({"type": "object", "coerce": ["null_to_missing"]}, None, None, "null_to_missing"),
+]
+
+
+@pytest.mark.parametrize(("decl", "value", "sent", "by"), CHANGES)
+def test_a_traced_check_says_the_coercion_it_applied(decl: dict[str, Any], value: Any, sent: Any, by: str) -> None:
+    told: list[tuple[Any, ...]] = []
+    build = compile_fields({"f": decl}).builder({"f": lambda doc: doc}, lambda *change: told.append(change))
+    out, problems = build(value)
+    assert problems == [] and out.get("f") == sent
+    assert told == [("f", value, out.get("f", MISSING), by)]
+
+
+@pytest.mark.parametrize(
+    ("decl", "value"),
+    [({"type": "datetime"}, "2026-11-26T10:00:00.000Z"), ({"type": "integer"}, 3), ({"type": "string", "required": True}, "a"),
+     ({"type": "string"}, None), ({"type": "string", "coerce": ["number_to_string"]}, [1]), ({"type": "array", "items": {"type": "integer"}}, [1])],
+)
+def test_a_traced_check_says_nothing_when_nothing_changed_or_the_value_fails(decl: dict[str, Any], value: Any) -> None:
+    told: list[Any] = []
+    compile_fields({"f": decl}).builder({"f": lambda doc: doc}, lambda *change: told.append(change))(value)
+    assert told == []
+
+
+COERCING = st.sampled_from([
+    {"type": "string", "coerce": ["number_to_string", "boolean_to_string", "null_to_missing"]},
+    {"type": "integer", "coerce": ["string_to_integer"]},
+    {"type": "number", "coerce": ["string_to_number"]},
+    {"type": "boolean", "coerce": ["string_to_boolean"], "nullable": True},
+    {"type": "datetime", "required": True},
+    {"type": "array", "items": {"type": "integer", "coerce": ["string_to_integer", "null_to_missing"]}},
+    {"type": "object", "coerce": ["null_to_missing"], "required": True},
+])
+
+
+@given(decls=st.dictionaries(st.sampled_from(["a", "b", "c"]), COERCING, min_size=1), payload=st.dictionaries(
+    st.sampled_from(["a", "b", "c"]), JSON | st.sampled_from(["3", "-1.5e2", "true", "2026-11-26T11:00:00+01:00", 2.0])))
+@settings(max_examples=300)
+def test_a_traced_check_gives_what_the_plain_check_gives_and_tells_each_change(decls: dict[str, Any], payload: dict[str, Any]) -> None:
+    fields = compile_fields(decls)
+    told: dict[str, tuple[Any, ...]] = {}
+    traced = fields.builder({name: (lambda doc, name=name: doc.get(name, MISSING)) for name in decls}, lambda name, *rest: told.setdefault(name, rest))
+    assert traced(payload) == fields.check(payload)
+    out, problems = fields.check(payload)
+    failed = {problem.field for problem in problems if problem.rule != "required"}  # a required null that was dropped did change
+    changed = {name for name, value in payload.items() if name in decls and name not in failed
+               and (out.get(name, MISSING) is MISSING or json.dumps(out[name]) != json.dumps(value))}
+    assert set(told) == changed

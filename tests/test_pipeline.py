@@ -5,10 +5,16 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import engine
+from engine.config.mappingfile import load_mapping_document
+from engine.config.yamlsource import load_text
+from engine.lang.mapping import DIRECTIVES
 from tests.conftest import REPO
 
 MAPPING = REPO / "mappings" / "metronome.yaml"
@@ -95,6 +101,100 @@ def test_a_number_customer_id_is_converted_because_the_field_declares_it(pipelin
     outcome = only(pipeline.run({**TRACK, "userId": 1234}, explain=True))
     assert outcome.payload["customer_id"] == "1234"
     assert outcome.explain["customer_id"]["coerced"]["by"] == "number_to_string"
+
+
+def test_explain_pins_every_note_of_the_default_mapping(pipeline: engine.Pipeline) -> None:
+    """The whole ``--explain`` account of one event, as it was before explain became a traced evaluation."""
+    outcome = only(pipeline.run({**TRACK, "userId": 1234, "properties": None}, explain=True))
+    assert outcome.explain == {
+        "transaction_id": {"from": "$.messageId", "found": True},
+        "customer_id": {
+            "from": "@coalesce($.userId, $.anonymousId)",
+            "branch": 0,
+            "tried": [{"from": "$.userId", "found": True}],
+            "coerced": {"by": "number_to_string", "from": 1234, "to": "1234"},
+        },
+        "timestamp": {
+            "from": "$.timestamp",
+            "found": True,
+            "coerced": {"by": "normalised datetime", "from": TRACK["timestamp"], "to": "2026-11-26T08:00:00.123Z"},
+        },
+        "event_type": {"from": "$.event", "found": True},
+        "properties": {"from": "$.properties", "found": True, "coerced": {"by": "null_to_missing", "from": None, "to": None}},
+    }
+
+
+EVERY_DIRECTIVE = """destination: metronome
+settings: {api_token: not-a-secret}
+subscriptions:
+  - name: Every directive
+    action: send_event
+    mapping:
+      transaction_id: {"@template": "{{messageId}}:{{{ properties.order_id }}}"}
+      customer_id: {"@coalesce": [$.userId, {"@path": "context.traits.company id"}, $.anonymousId]}
+      timestamp:
+        "@if": {exists: $.properties.unix, then: {"@timestamp": {value: $.properties.unix, from: unix_s}}, else: $.timestamp}
+      event_type: {"@case": {operator: lower, value: {"@replace": {pattern: " ", replacement: _, value: $.event}}}}
+      properties:
+        "@excludeWhenNull":
+          "@merge":
+            direction: left
+            objects:
+              - {"@flatten": {value: $.context, separator: _}}
+              - plan: {"@liquid": "{{ properties.plan | upcase }}"}
+                encoded: {"@json": {mode: encode, value: $.properties.tags}}
+                decoded: {"@json": {mode: decode, value: $.properties.blob}}
+                skus: {"@jmespath": "properties.products[*].sku"}
+                literal: {"@literal": {"@path": "$.x"}}
+                products: {"@arrayPath": [$.properties.products, {sku: $.sku, quantity: $.quantity}]}
+                tags: {"@arrayPath": [$.properties.tags]}
+                plan_again: {"@transform": {apply: {x: $.properties}, mapping: $.x.plan}}
+                computed: {"@path": {"@path": $.properties.which}}
+                template: {"@template": {"@path": $.properties.template}}
+                blank: {"@if": {blank: $.properties.zero, then: "yes", else: "no"}}
+                list: [$.event, 1, {"@path": $.properties.nope}]
+  - name: Coercions
+    action: send_event
+    trigger: type = "track" or type = "identify"
+    mapping:
+      customer_id: $.properties.numeric_id
+      properties: $.properties.maybe_null
+"""
+
+
+KEYS = st.sampled_from(["a", "plan", "order_id", "unix", "tags", "blob", "products", "which", "template", "zero", "numeric_id", "maybe_null", "sku"])
+SCALARS = st.none() | st.booleans() | st.integers(-2, 2) | st.floats(-2, 2) | st.sampled_from(
+    ["", "x", "A b", "1764151200", "2026-11-26T10:00:00Z", "2026-11-26T10:00:00", '{"a": [1]}', "$.event", "properties.plan", "$..*", "{{event}}", "{{"])
+JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=4), max_leaves=12)
+EVENTS = st.fixed_dictionaries(
+    {"type": st.sampled_from(["track", "track", "identify"])},
+    optional={name: JSON for name in ("messageId", "userId", "anonymousId", "event", "timestamp", "properties", "context", "integrations")},
+)
+
+
+@pytest.fixture(scope="module")
+def every_directive() -> engine.Pipeline:
+    assert [name for name in DIRECTIVES if f'"{name}"' not in EVERY_DIRECTIVE] == []
+    return engine.Pipeline(load_mapping_document(load_text(EVERY_DIRECTIVE, "every.yaml"), env={}))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event=EVENTS)
+def test_explain_gives_exactly_the_outcomes_of_the_plain_pass(pipeline: engine.Pipeline, every_directive: engine.Pipeline, event: dict[str, Any]) -> None:
+    for mapped in (pipeline, every_directive):
+        plain = mapped.run(event, include_filtered=True)
+        explained = mapped.run(event, include_filtered=True, explain=True)
+        assert [outcome._replace(explain=None) for outcome in explained] == plain
+        for outcome in explained:
+            if outcome.status == "filtered":
+                continue
+            sub = next(s for s in mapped.subscriptions if s.name == outcome.subscription)
+            assert outcome.explain is not None and set(outcome.explain) == set(sub.mapping)
+            json.dumps(outcome.explain)
+            for name, note in outcome.explain.items():
+                assert note["from"] == sub.mapping[name].source
+                failed = any(error.startswith(f"{name}: ") and "(mapping " in error for error in outcome.errors)
+                assert ("failed" in note) == failed, (name, note, outcome.errors)
 
 
 def test_a_non_object_event_is_invalid_not_a_crash(pipeline: engine.Pipeline) -> None:

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,14 @@ def test_metronome_is_declared_as_the_spec_says() -> None:
     assert (action.title, action.description) == ("Send Event", "Send an event to Metronome")
     assert action.default_trigger.source == 'type = "track"'
     assert action.max_batch_size == 100 and action.request.body == "batch"
-    assert list(action.fields) == ["transaction_id", "customer_id", "timestamp", "event_type", "properties"]
-    required = {name for name, decl in action.fields.items() if decl.get("required")}
-    assert required == {"transaction_id", "customer_id", "timestamp", "event_type"}
-    assert action.fields["transaction_id"]["maxLength"] == 128
-    assert action.fields["properties"]["maxProperties"] == 2000
+    fields = action.checks
+    assert fields.names == ("transaction_id", "customer_id", "timestamp", "event_type", "properties")
+    assert fields.required == {"transaction_id", "customer_id", "timestamp", "event_type"}
+    rules = {p.field: p.rule for p in fields.check({"transaction_id": "t" * 129, "properties": dict.fromkeys(map(str, range(2001)))})[1]}
+    assert (rules["transaction_id"], rules["properties"]) == ("maxLength", "maxProperties")
+    assert fields.check({"transaction_id": "t" * 128, "properties": dict.fromkeys(map(str, range(2000)))})[1][0].field == "customer_id"
+    ((window,),) = [fields.windows]
+    assert (window.field, window.past, window.future) == ("timestamp", timedelta(days=34), timedelta(hours=24))
     assert {n: node.source for n, node in action.defaults.items()}["transaction_id"] == "$.messageId"
 
 
@@ -70,7 +74,9 @@ def _copy_plugin(tmp_path: Path) -> Path:
     [
         ("destination.yaml", ("slug: metronome", "slug: metronom"), 'does not match the plugin\'s name'),
         ("destination.yaml", ("actions: [send_event]", "actions: [send_event, refund]"), "refund is declared"),
-        ("destination.yaml", ("Bearer {{settings.api_token}}", "Bearer {{settings.token}}"), "settings.token"),
+        ("destination.yaml", ("Bearer {{settings.api_token}}", "Bearer {{settings.token}}"), "settings.token is not declared"),
+        ("destination.yaml", ("Bearer {{settings.api_token}}", "Bearer {{ traits.token }}"), "traits.token is not a setting"),
+        ("actions/send_event.yaml", ('url: "{{settings.base_url}}/v1', 'url: "{{settings.base_url/v1'), "unclosed {{"),
         ("actions/send_event.yaml", ("maxLength: 128", "maxLenght: 128"), 'did you mean "maxLength"'),
         ("actions/send_event.yaml", ('default_trigger: type = "track"', 'default_trigger: type = = "track"'), "default_trigger"),
         ("actions/send_event.yaml", ("default: $.messageId", "default: $.messageId["), "default"),
@@ -90,6 +96,27 @@ def test_a_broken_plugin_is_a_located_error(cli, tmp_path: Path, file: str, edit
     assert fragment in str(error)
     run = cli("validate", str(folder))
     assert run.code == 1 and run.err.startswith(f"{path}:{error.location.line}:")
+
+
+@pytest.mark.parametrize(
+    ("edit", "at"),
+    [
+        ("Bearer {{settings.token}}", "token"),  # the undeclared name
+        ("Bearer {{settings.api_token}} {{ nope }}", "nope"),  # a placeholder that is no setting: its text
+        ("Bearer {{settings.api_token", "{{"),  # an unclosed placeholder: its braces
+    ],
+)
+def test_a_plugin_template_error_names_the_column_of_the_placeholder(tmp_path: Path, edit: str, at: str) -> None:
+    folder = _copy_plugin(tmp_path)
+    path = folder / "destination.yaml"
+    text = path.read_text(encoding="utf-8").replace("Bearer {{settings.api_token}}", edit)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_destination(folder, "metronome")
+    start = text.index(edit)
+    line = text[:start].count("\n") + 1
+    column = start - text.rfind("\n", 0, start) + edit.index(at)
+    assert str(caught.value).startswith(f"{path}:{line}:{column}: the template at column {edit.rindex('{{') + 1}: ")
 
 
 @pytest.fixture(scope="module")

@@ -18,18 +18,20 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from engine.config import schemas
 from engine.config.yamlsource import Document, join_pointer, load_file
 from engine.errors import ConfigError
 from engine.lang.fields import FieldSet, compile_fields
+from engine.lang.jsonpath import walk
 from engine.lang.mapping import Node, compile_mapping
+from engine.lang.template import Use, compile_template
 from engine.lang.trigger import Trigger, compile_trigger
 
 ENTRY_POINT_GROUP = "actionmap.destinations"
 _DISTRIBUTION = "actionmap"  # its own entry points are the built-in plugins
-_SETTING_REF = re.compile(r"\{\{\{?\s*settings\.([A-Za-z0-9_]+)")
+_SETTING = re.compile(r"settings\.([A-Za-z0-9_]+)")
 
 
 Hook = Callable[..., Mapping[str, str]]
@@ -72,15 +74,14 @@ class CredentialCheck:
 
 @dataclass(frozen=True)
 class Action:
-    """One action: its field declarations and compiled default mappings and trigger."""
+    """One action: its fields, default mappings and trigger, compiled once when the plugin loads."""
 
     slug: str
     title: str
     description: str
     default_trigger: Trigger
-    fields: dict[str, dict[str, Any]]
     defaults: dict[str, Node]
-    checks: FieldSet
+    checks: FieldSet  # the fields: names, rules, windows; a subscription's are ``checks.mapped_by(...)``
     max_batch_size: int
     request: Request
     document: Document = field(repr=False)
@@ -141,19 +142,30 @@ def _hook(doc: Document, module: ModuleType | None, name: str | None, pointer: s
     return hook
 
 
+def settings_template(text: str, declared: Collection[str] | None = None, pointer: str = "") -> Callable[[Mapping[str, Any]], str]:
+    """A plugin's URL, method or header template, compiled: the function renders it over setting values.
+
+    Each placeholder names a setting (``{{settings.base_url}}``); with ``declared``, it
+    must be one of those (the plugin's check at load time).
+    """
+
+    def resolve(inner: str) -> Callable[[Any], Any]:
+        match = _SETTING.fullmatch(inner)
+        if match is None:
+            raise ConfigError(f"{inner} is not a setting: a plugin's template names settings only, as {{{{settings.base_url}}}}")
+        name = match.group(1)
+        if declared is not None and name not in declared:
+            known = ", ".join(declared) or "none"
+            raise ConfigError(f"settings.{name} is not declared (settings: {known})", offset=match.start(1))
+        return walk((name,))
+
+    return compile_template(text, Use("the template", "a setting such as {{settings.base_url}}", resolve), pointer)
+
+
 def _check_templates(doc: Document, settings: dict[str, Setting], pointer: str, texts: dict[str, str]) -> None:
-    """Every ``{{settings.x}}`` in URLs and headers must name a declared setting."""
+    """Every template in URLs, methods and headers must compile, each placeholder naming a declared setting."""
     for key, text in texts.items():
-        for match in _SETTING_REF.finditer(text):
-            if match.group(1) not in settings:
-                known = ", ".join(settings) or "none"
-                raise doc.place(
-                    ConfigError(
-                        f'the template refers to settings.{match.group(1)}, which is not declared (settings: {known})',
-                        join_pointer(pointer, key),
-                        match.start(1),
-                    )
-                )
+        _compile(doc, lambda value, at: settings_template(value, settings, at), text, join_pointer(pointer, key))
 
 
 def _compile(doc: Document, make: Any, value: Any, pointer: str) -> Any:
@@ -191,7 +203,6 @@ def load_action(path: Path, slug: str, settings: dict[str, Setting], hooks: Modu
         title=data["title"],
         description=data["description"],
         default_trigger=_compile(doc, compile_trigger, data["default_trigger"], "/default_trigger"),
-        fields=data["fields"],
         defaults=defaults,
         checks=checks,
         max_batch_size=data.get("batching", {}).get("max_batch_size", 1),
@@ -230,6 +241,7 @@ def load_destination(folder: Path, expected_slug: str, origin: str = "built-in")
     if check:
         credential_check = CredentialCheck(_request(check["request"]), frozenset(check["valid"]), frozenset(check["invalid"]))
         _check_templates(doc, settings, "/credential_check/request", {"url": credential_check.request.url})
+        _check_templates(doc, settings, "/credential_check/request/headers", credential_check.request.headers)
     hooks = None
     if "hooks" in data:
         try:

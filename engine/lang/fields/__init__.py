@@ -27,8 +27,9 @@ Where the spec is silent:
   ``uri`` wants an absolute URI of RFC 3986 characters; ``uuid`` the 8-4-4-4-12 form.
 - ``items`` are not nullable unless declared; ``null_to_missing`` in ``items``
   drops null elements from the array.
-- ``window`` (datetime fields) is accepted here but checked just before sending,
-  since it depends on the time of sending.
+- ``window`` (datetime fields, not array items) is compiled here into the field set's
+  ``windows`` but checked just before sending (``engine.presend``), since it depends on
+  the time of sending.
 - A field that breaks a rule keeps its input value in the returned payload, so a
   preview shows what was built; the event is invalid and is not sent anyway.
 - Nested objects and arrays in the returned payload are the input's own objects,
@@ -40,7 +41,7 @@ The package: ``compiler`` turns a declaration into one closure per field from th
 
 from __future__ import annotations
 
-from engine.lang.fields.compiler import Build, FieldSet, compile_fields
+from engine.lang.fields.compiler import Build, Coerced, FieldSet, Window, compile_fields
 from engine.lang.fields.problems import FieldProblem
 
-__all__ = ["Build", "FieldProblem", "FieldSet", "compile_fields"]
+__all__ = ["Build", "Coerced", "FieldProblem", "FieldSet", "Window", "compile_fields"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable, Mapping
 
 from engine.errors import ConfigError, MappingFailure
@@ -53,12 +54,18 @@ def _type_of(decl: Mapping[str, Any], pointer: str, what: str) -> str:
     return type_name
 
 
-def _coercions(decl: Mapping[str, Any], type_name: str, pointer: str) -> tuple[dict[type, Step], bool]:
-    """The declared coercions as a table by source type, and whether null_to_missing is declared."""
-    names = _option(decl, "coerce", pointer, "list") or []
+def _coercions(decl: Mapping[str, Any], type_name: str, pointer: str) -> tuple[dict[type, Step], dict[type, str], bool]:
+    """The declared coercions as a table by source type, their names by the same key, and whether null_to_missing is declared.
+
+    A coercion's source types are never its target's own (``number_to_string`` takes
+    numbers to a string field), so a value of a source type that passes its field's
+    check was converted by exactly the coercion named for its type.
+    """
+    listed = _option(decl, "coerce", pointer, "list") or []
     table: dict[type, Step] = {}
+    names: dict[type, str] = {}
     drop_null = False
-    for index, name in enumerate(names):
+    for index, name in enumerate(listed):
         at = join_pointer(pointer, "coerce", index)
         if name == NULL_TO_MISSING:
             if drop_null:
@@ -78,7 +85,8 @@ def _coercions(decl: Mapping[str, Any], type_name: str, pointer: str) -> tuple[d
         if coercion.sources[0] in table:
             raise ConfigError(f"{name} converts the same source type as an earlier coercion; keep one", at)
         table.update(dict.fromkeys(coercion.sources, coercion.convert))
-    return table, drop_null
+        names.update(dict.fromkeys(coercion.sources, name))
+    return table, names, drop_null
 
 
 def _bounds(decl: Mapping[str, Any], pointer: str, type_name: str) -> tuple[Any, Any]:
@@ -148,6 +156,14 @@ class _Shape:
     type_text: str
     required: bool
     drops_null: bool
+    coercions: dict[type, str]  # the name of the coercion ``run`` applies to a value of each source type
+    normalised: str  # what ``run`` did to a value it changed without a coercion ("normalised datetime")
+
+    def changed_by(self, value: Any, checked: Any) -> str:
+        """What ``run`` did to ``value`` to send ``checked`` instead: the coercion it applied, or its normalisation."""
+        if checked is MISSING:
+            return NULL_TO_MISSING
+        return self.coercions.get(type(value), self.normalised)
 
 
 def _compile_shape(decl: Any, pointer: str, field: bool) -> _Shape:
@@ -159,7 +175,10 @@ def _compile_shape(decl: Any, pointer: str, field: bool) -> _Shape:
     _option(decl, "label", pointer, "text")
     required = _option(decl, "required", pointer, "bool") is True
     type_name = _type_of(decl, pointer, what)
-    table, drop_null = _coercions(decl, type_name, pointer)
+    if not field and "window" in decl:
+        raise ConfigError("window applies to a datetime field, not to array items: it is checked on the field's value when it is sent",
+                          join_pointer(pointer, "window"))
+    table, names, drop_null = _coercions(decl, type_name, pointer)
     steps = _body(decl, pointer, type_name, _converter(type_name, table))
     if "enum" in decl:
         strict = _sequence(_body(decl, pointer, type_name, _converter(type_name, {})))
@@ -171,7 +190,9 @@ def _compile_shape(decl: Any, pointer: str, field: bool) -> _Shape:
         run = _null_to(MISSING, body)
     elif (field and not required) if nullable is None else nullable:
         run = _null_to(None, body)
-    return _Shape(run, _type_text(decl), required, drop_null)
+    # an integer field sends 3.0 as 3, a datetime in UTC milliseconds, an array its checked items
+    normalised = f"normalised {'number' if type_name == 'integer' else type_name}"
+    return _Shape(run, _type_text(decl), required, drop_null, names, normalised)
 
 
 def _null_to(result: Any, body: Step) -> Step:
@@ -208,10 +229,52 @@ def _absent_problems(name: str, source: str | None, known: bool, drops_null: boo
     return FieldProblem(name, "required", missing), dropped
 
 
+_DURATION = re.compile(r"([0-9]+)([smhd])")
+_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+@dataclass(frozen=True)
+class Window:
+    """How far back and ahead of the moment of sending a datetime field's value may be (checked by ``engine.presend``)."""
+
+    field: str
+    past: timedelta
+    future: timedelta
+    text: str  # "34d back to 24h ahead", for messages
+
+
+def _window(decl: Mapping[str, Any], name: str, pointer: str) -> Window | None:
+    if "window" not in decl:
+        return None
+    window, at = decl["window"], join_pointer(pointer, "window")
+    if not isinstance(window, Mapping) or set(window) != {"past", "future"}:
+        raise ConfigError(f"window takes past and future durations, as {{past: 34d, future: 24h}}, not {_json(window)}", at)
+    spans = []
+    for key in ("past", "future"):
+        text = window[key]
+        match = _DURATION.fullmatch(text) if type(text) is str else None
+        if match is None:
+            raise ConfigError(f"window {key} must be a number and a unit (s, m, h or d), as 34d or 24h, not {_json(text)}", join_pointer(at, key))
+        spans.append(timedelta(**{_UNIT[match.group(2)]: int(match.group(1))}))
+    return Window(name, spans[0], spans[1], f"{window['past']} back to {window['future']} ahead")
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    shape: _Shape
+    window: Window | None
+    doc: dict[str, Any]  # what ``describe`` gives
+
+
 Evaluate = Callable[[Any], Any]
 
 
 Build = Callable[[Any], "tuple[dict[str, Any], list[FieldProblem]]"]
+
+
+Coerced = Callable[[str, Any, Any, str], None]
+"""Told (field, value mapped, value to send, what changed it) when a field's check changes a value."""
 
 
 def _unmapped(source: Any) -> Any:
@@ -223,33 +286,73 @@ def _key(name: str) -> Evaluate:
     return lambda payload: payload.get(name, MISSING)
 
 
+def _reporting(name: str, shape: _Shape, coerced: Coerced) -> Step:
+    """``shape.run``, telling ``coerced`` when the value it sends is not the value it was given."""
+    run = shape.run
+
+    def check(value: Any) -> Any:
+        checked = run(value)
+        if checked is MISSING or checked != value or type(checked) is not type(value):
+            coerced(name, value, checked, shape.changed_by(value, checked))
+        return checked
+
+    return check
+
+
 class FieldSet:
-    """An action's fields, compiled: checks and coerces one payload per call."""
+    """An action's fields, compiled once: checks and coerces one payload per call.
 
-    __slots__ = ("_plan", "_docs", "_check")
+    ``mapped_by`` gives the same compiled fields for one subscription, whose messages
+    name its mappings; nothing is compiled again.
+    """
 
-    def __init__(
-        self,
-        plan: list[tuple[str, Step, FieldProblem | None, FieldProblem | None]],
-        docs: list[dict[str, Any]],
-    ) -> None:
+    __slots__ = ("_fields", "_sources", "_plan", "_check", "names", "required", "windows")
+
+    def __init__(self, fields: tuple[_Field, ...], sources: Mapping[str, str] | None) -> None:
+        self._fields = fields
+        self._sources: Mapping[str, str] = sources or {}
+        self.names = tuple(field.name for field in fields)
+        """Every field, in declaration order."""
+        self.required = frozenset(field.name for field in fields if field.shape.required)
+        self.windows = tuple(field.window for field in fields if field.window is not None)
+        """The datetime windows, checked at the moment of sending."""
+        plan = []
+        for field in fields:
+            missing, dropped = None, None
+            if field.shape.required:
+                missing, dropped = _absent_problems(field.name, self._sources.get(field.name), sources is not None, field.shape.drops_null)
+            plan.append((field, missing, dropped))
         self._plan = tuple(plan)
-        self._docs = docs
-        self._check = self.builder({name: _key(name) for name, *_ in plan}, {})
+        self._check = self.builder({name: _key(name) for name in self.names})
+
+    def mapped_by(self, sources: Mapping[str, str]) -> FieldSet:
+        """These fields for one subscription: ``sources`` are its mappings' texts, named when a required one gives nothing.
+
+        A required field absent from ``sources`` is reported as unmapped.
+        """
+        return FieldSet(self._fields, sources)
 
     def check(self, payload: dict[str, Any]) -> tuple[dict[str, Any], list[FieldProblem]]:
         """The payload to send (a new dict, in declaration order) and its problems (empty when valid)."""
         return self._check(payload)
 
-    def builder(self, evaluators: Mapping[str, Evaluate], sources: Mapping[str, str]) -> Build:
+    def builder(self, evaluators: Mapping[str, Evaluate], coerced: Coerced | None = None) -> Build:
         """One pass per event that maps each field (``evaluators``) and checks it at once.
 
         The per-event path: no intermediate payload is built and read back. A mapping
-        that fails for the event (MappingFailure) is that field's one problem.
+        that fails for the event (MappingFailure) is that field's one problem. Given
+        ``coerced``, each check also says what it changed (``preview --explain``).
         """
         plan = tuple(
-            (name, evaluators.get(name, _unmapped), run, missing, dropped, sources.get(name, ""))
-            for name, run, missing, dropped in self._plan
+            (
+                field.name,
+                evaluators.get(field.name, _unmapped),
+                field.shape.run if coerced is None else _reporting(field.name, field.shape, coerced),
+                missing,
+                dropped,
+                self._sources.get(field.name, ""),
+            )
+            for field, missing, dropped in self._plan
         )
 
         def build(source: Any) -> tuple[dict[str, Any], list[FieldProblem]]:
@@ -281,7 +384,7 @@ class FieldSet:
 
     def describe(self) -> list[dict[str, Any]]:
         """Per field, in order: name, label, type, required, description (for generated docs)."""
-        return [dict(doc) for doc in self._docs]
+        return [dict(field.doc) for field in self._fields]
 
 
 def compile_fields(
@@ -296,22 +399,16 @@ def compile_fields(
     """
     if not isinstance(decls, Mapping):
         raise ConfigError(f"fields must be a mapping of field names to declarations, not {_json(decls)}", pointer)
-    plan = []
-    docs = []
+    fields = []
     for name, decl in decls.items():
-        shape = _compile_shape(decl, join_pointer(pointer, name), field=True)
-        missing, dropped = None, None
-        if shape.required:
-            source = sources.get(name) if sources is not None else None
-            missing, dropped = _absent_problems(name, source, sources is not None, shape.drops_null)
-        plan.append((name, shape.run, missing, dropped))
-        docs.append(
-            {
-                "name": name,
-                "label": decl.get("label", name),
-                "type": shape.type_text,
-                "required": shape.required,
-                "description": decl.get("description", ""),
-            }
-        )
-    return FieldSet(plan, docs)
+        at = join_pointer(pointer, name)
+        shape = _compile_shape(decl, at, field=True)
+        doc = {
+            "name": name,
+            "label": decl.get("label", name),
+            "type": shape.type_text,
+            "required": shape.required,
+            "description": decl.get("description", ""),
+        }
+        fields.append(_Field(name, shape, _window(decl, name, at), doc))
+    return FieldSet(tuple(fields), sources)

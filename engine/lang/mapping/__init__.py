@@ -49,13 +49,15 @@ Where the spec is silent:
 The package, in the order a mapping value goes through it: ``compiler`` walks the value
 and dispatches each directive to its compiler (``structure``: paths and the directives
 that arrange values; ``text``: the ones that make or change text, numbers and dates),
-which build ``nodes``; ``arguments`` checks directive arguments, ``values`` holds the
-value helpers and message phrasing every module shares.
+which build ``nodes`` (each evaluates one way, traced or not: ``explain`` is a traced
+evaluation); ``arguments`` checks directive arguments, ``values`` holds the value helpers
+and message phrasing every module shares. ``@template`` is ``engine.lang.template``'s,
+with event paths for placeholders.
 """
 
 from __future__ import annotations
 
 from engine.lang.mapping.compiler import DIRECTIVES, compile_mapping
-from engine.lang.mapping.nodes import Node
+from engine.lang.mapping.nodes import Node, Note, Trace, explain
 
-__all__ = ["DIRECTIVES", "Node", "compile_mapping"]
+__all__ = ["DIRECTIVES", "Node", "Note", "Trace", "compile_mapping", "explain"]

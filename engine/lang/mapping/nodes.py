@@ -1,4 +1,13 @@
-"""The compiled mapping: one node per mapping value; ``evaluate`` is the per-event path, ``explain`` its account."""
+"""The compiled mapping: one node per mapping value, and one way to evaluate it, traced or not.
+
+A node's evaluation is written once, as ``_function``: given its children's functions it
+returns its own. At compile time it is built from the children's plain functions: that
+is ``evaluator``, the per-event path, with no test for tracing anywhere in it. A traced
+evaluation (``evaluate(doc, trace)``, what ``preview --explain`` shows) builds the same
+function from children that record what they gave, then the node writes its note from
+that record: which option of ``@coalesce`` gave the value, which ``@if`` branch ran and
+why, what a computed path read. Nothing is evaluated a second time to explain it.
+"""
 
 from __future__ import annotations
 
@@ -14,34 +23,70 @@ from engine.lang.missing import MISSING
 
 
 Note = dict[str, Any]
+"""A JSON-able account of where one node's value came from (``{"from": "$.userId", "found": true}``)."""
+
+Trace = list[Note]
+"""The recorder a traced evaluation is given: the node evaluated appends its one note."""
+
+Entry = tuple[int, Any, Note]
+"""One child evaluated during a traced evaluation: its position among the node's children, the value it gave, its note."""
 
 
 Step = Callable[[Any], Any]
 
 
 class Node(ABC):
-    """A compiled mapping value; ``source`` names it in messages."""
+    """A compiled mapping value; ``source`` names it in messages and notes."""
 
-    __slots__ = ("source",)
+    __slots__ = ("source", "evaluator", "_children")
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, children: tuple[Node, ...] = ()) -> None:
         self.source = source
+        self._children = children
+        self.evaluator: Getter = self._function(*(child.evaluator for child in children))
+        """The plain function the per-event path calls: the value for a document, or MISSING."""
+
+    def evaluate(self, doc: Any, trace: Trace | None = None) -> Any:
+        """The value for ``doc``, or MISSING; raises only MappingFailure.
+
+        Given a ``trace``, the same evaluation also appends this node's note to it.
+        """
+        if trace is None:
+            return self.evaluator(doc)
+        entries: list[Entry] = []
+        value = self._function(*(_recorded(index, child, entries) for index, child in enumerate(self._children)))(doc)
+        trace.append(self._note(value, entries))
+        return value
 
     @abstractmethod
-    def evaluate(self, doc: Any) -> Any:
-        """The value for ``doc``, or MISSING; raises only MappingFailure."""
-
-    @property
-    def evaluator(self) -> Callable[[Any], Any]:
-        """The plain function the per-event path calls (``evaluate``, or what it would call)."""
-        return self.evaluate
+    def _function(self, *children: Getter) -> Getter:
+        """This node's evaluation, given its children's (in the order of ``_children``)."""
 
     @abstractmethod
-    def explain(self, doc: Any) -> tuple[Any, Note]:
-        """The same value as ``evaluate`` and a JSON-able note of where it came from."""
+    def _note(self, value: Any, entries: list[Entry]) -> Note:
+        """Where ``value`` came from, from what the children recorded as they gave it."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.source}>"
+
+
+def _recorded(index: int, child: Node, entries: list[Entry]) -> Getter:
+    """``child``'s traced evaluation, recording its value and note in ``entries``."""
+
+    def evaluate(doc: Any) -> Any:
+        trace: Trace = []
+        value = child.evaluate(doc, trace)
+        entries.append((index, value, trace[0]))
+        return value
+
+    return evaluate
+
+
+def explain(node: Node, doc: Any) -> tuple[Any, Note]:
+    """The value ``node`` gives for ``doc`` and the note of where it came from."""
+    trace: Trace = []
+    value = node.evaluate(doc, trace)
+    return value, trace[0]
 
 
 class Leaf(Node):
@@ -50,19 +95,14 @@ class Leaf(Node):
     __slots__ = ("_get",)
 
     def __init__(self, source: str, get: Getter) -> None:
-        super().__init__(source)
         self._get = get
+        super().__init__(source)
 
-    def evaluate(self, doc: Any) -> Any:
-        return self._get(doc)
-
-    @property
-    def evaluator(self) -> Callable[[Any], Any]:
+    def _function(self, *children: Getter) -> Getter:
         return self._get
 
-    def explain(self, doc: Any) -> tuple[Any, Note]:
-        value = self._get(doc)
-        return value, {"from": self.source, "found": value is not MISSING}
+    def _note(self, value: Any, entries: list[Entry]) -> Note:
+        return {"from": self.source, "found": value is not MISSING}
 
 
 class Literal(Leaf):
@@ -71,60 +111,64 @@ class Literal(Leaf):
     __slots__ = ("value",)
 
     def __init__(self, value: Any, source: str | None = None) -> None:
-        super().__init__(_json_text(value) if source is None else source, _constant(value))
         self.value = value
+        super().__init__(_json_text(value) if source is None else source, _constant(value))
 
-    def explain(self, doc: Any) -> tuple[Any, Note]:
-        return self._get(doc), {"from": self.source}
+    def _note(self, value: Any, entries: list[Entry]) -> Note:
+        return {"from": self.source}
 
 
 class Apply(Node):
     """A one-argument directive: a step applied to its value; missing stays missing."""
 
-    __slots__ = ("_part", "_step")
+    __slots__ = ("_step",)
 
     def __init__(self, source: str, part: Node, step: Step) -> None:
-        super().__init__(source)
-        self._part = part
         self._step = step
+        super().__init__(source, (part,))
 
-    def evaluate(self, doc: Any) -> Any:
-        value = self._part.evaluate(doc)
-        return value if value is MISSING else self._step(value)
+    def _function(self, *children: Getter) -> Getter:
+        (part,) = children
+        step = self._step
 
-    def explain(self, doc: Any) -> tuple[Any, Note]:
-        value, note = self._part.explain(doc)
-        return (value if value is MISSING else self._step(value)), {"from": self.source, "value": note}
+        def apply(doc: Any) -> Any:
+            value = part(doc)
+            return value if value is MISSING else step(value)
+
+        return apply
+
+    def _note(self, value: Any, entries: list[Entry]) -> Note:
+        return {"from": self.source, "value": entries[0][2]}
 
 
 class Combine(Node):
-    """Several parts evaluated in order, then joined by one function (object, list, @merge)."""
+    """Several parts evaluated in order, then joined by one function (a list, @merge)."""
 
-    __slots__ = ("_parts", "_join", "_labels")
+    __slots__ = ("_join",)
 
-    def __init__(self, source: str, parts: Iterable[Node], join: Callable[[list[Any]], Any], labels: tuple[str, ...] = ()) -> None:
-        super().__init__(source)
-        self._parts = tuple(parts)
+    def __init__(self, source: str, parts: Iterable[Node], join: Callable[[list[Any]], Any]) -> None:
         self._join = join
-        self._labels = labels
+        super().__init__(source, tuple(parts))
 
-    def evaluate(self, doc: Any) -> Any:
-        return self._join([part.evaluate(doc) for part in self._parts])
+    def _function(self, *children: Getter) -> Getter:
+        join = self._join
+        return lambda doc: join([part(doc) for part in children])
 
-    def explain(self, doc: Any) -> tuple[Any, Note]:
-        values, notes = _explain_all((part, doc) for part in self._parts)
-        parts: Any = dict(zip(self._labels, notes)) if self._labels else notes
-        return self._join(values), {"from": self.source, "parts": parts}
+    def _note(self, value: Any, entries: list[Entry]) -> Note:
+        return {"from": self.source, "parts": [note for _, _, note in entries]}
 
 
-class Record(Combine):
+class Record(Node):
     """A plain object of mappings: one pass that skips missing values, no intermediate list."""
 
-    __slots__ = ("_build",)
+    __slots__ = ("_keys",)
 
     def __init__(self, source: str, keys: tuple[str, ...], parts: list[Node]) -> None:
-        super().__init__(source, parts, lambda values: {k: v for k, v in zip(keys, values) if v is not MISSING}, keys)
-        pairs = tuple((key, part.evaluator) for key, part in zip(keys, parts))
+        self._keys = keys
+        super().__init__(source, tuple(parts))
+
+    def _function(self, *children: Getter) -> Getter:
+        pairs = tuple(zip(self._keys, children))
 
         def build(doc: Any) -> dict[str, Any]:
             out = {}
@@ -134,40 +178,33 @@ class Record(Combine):
                     out[key] = value
             return out
 
-        self._build = build
+        return build
 
-    def evaluate(self, doc: Any) -> Any:
-        return self._build(doc)
-
-    @property
-    def evaluator(self) -> Callable[[Any], Any]:
-        return self._build
+    def _note(self, value: Any, entries: list[Entry]) -> Note:
+        return {"from": self.source, "parts": {self._keys[index]: note for index, _, note in entries}}
 
 
 class Coalesce(Node):
     """The first option that is present and not null; later options are not evaluated."""
 
-    __slots__ = ("_options",)
+    __slots__ = ()
 
     def __init__(self, options: tuple[Node, ...]) -> None:
-        super().__init__(f"@coalesce({', '.join(option.source for option in options)})")
-        self._options = options
+        super().__init__(f"@coalesce({', '.join(option.source for option in options)})", options)
 
-    def evaluate(self, doc: Any) -> Any:
-        for option in self._options:
-            value = option.evaluate(doc)
-            if value is not MISSING and value is not None:
-                return value
-        return MISSING
+    def _function(self, *children: Getter) -> Getter:
+        def coalesce(doc: Any) -> Any:
+            for option in children:
+                value = option(doc)
+                if value is not MISSING and value is not None:
+                    return value
+            return MISSING
 
-    def explain(self, doc: Any) -> tuple[Any, Note]:
-        tried = []
-        for index, option in enumerate(self._options):
-            value, note = option.explain(doc)
-            tried.append(note)
-            if value is not MISSING and value is not None:
-                return value, {"from": self.source, "branch": index, "tried": tried}
-        return MISSING, {"from": self.source, "branch": None, "tried": tried}
+        return coalesce
+
+    def _note(self, value: Any, entries: list[Entry]) -> Note:
+        branch = None if value is MISSING else entries[-1][0]  # the last option tried is the one that gave the value
+        return {"from": self.source, "branch": branch, "tried": [note for _, _, note in entries]}
 
 
 def _present(value: Any) -> bool:
@@ -181,36 +218,37 @@ def _not_blank(value: Any) -> bool:
     return not (type(value) in (int, float) and value == 0)
 
 
+_THEN = 1
+"""The position of ``then`` among an ``@if``'s children (test, then, else)."""
+
+
 class If(Node):
     """``@if``: one test, then one of two branches (a missing branch gives missing)."""
 
-    __slots__ = ("_condition", "_test", "_holds", "_then", "_else")
+    __slots__ = ("_condition", "_holds")
 
     def __init__(self, condition: str, test: Node, then: Node, otherwise: Node) -> None:
         branches = "".join(f", {name} {node.source}" for name, node in (("then", then), ("else", otherwise)) if node is not _NOTHING)
-        super().__init__(f"@if({condition} {test.source}{branches})")
         self._condition = condition
-        self._test = test
         self._holds = _present if condition == "exists" else _not_blank
-        self._then = then
-        self._else = otherwise
+        super().__init__(f"@if({condition} {test.source}{branches})", (test, then, otherwise))
 
-    def evaluate(self, doc: Any) -> Any:
-        return (self._then if self._holds(self._test.evaluate(doc)) else self._else).evaluate(doc)
+    def _function(self, *children: Getter) -> Getter:
+        test, then, otherwise = children
+        holds = self._holds
+        return lambda doc: (then if holds(test(doc)) else otherwise)(doc)
 
-    def explain(self, doc: Any) -> tuple[Any, Note]:
-        tested, test_note = self._test.explain(doc)
-        holds = self._holds(tested)
-        value, branch_note = (self._then if holds else self._else).explain(doc)
-        note = {
+    def _note(self, value: Any, entries: list[Entry]) -> Note:
+        (_, tested, test_note), (taken, _, branch_note) = entries
+        holds = taken == _THEN
+        return {
             "from": self.source,
             "condition": self._condition,
             "test": test_note,
             "taken": "then" if holds else "else",
-            "why": f"{self._test.source} {_condition_text(self._condition, tested, holds)}",
+            "why": f"{self._children[0].source} {_condition_text(self._condition, tested, holds)}",
             "branch": branch_note,
         }
-        return value, note
 
 
 def _condition_text(condition: str, value: Any, holds: bool) -> str:
@@ -224,50 +262,47 @@ def _condition_text(condition: str, value: Any, holds: bool) -> str:
 class ArrayPath(Node):
     """``@arrayPath`` with a shape: each item of the array mapped with paths relative to it."""
 
-    __slots__ = ("_array", "_shape")
+    __slots__ = ()
 
     def __init__(self, array: Node, shape: Node) -> None:
-        super().__init__(f"@arrayPath({array.source}, {shape.source})")
-        self._array = array
-        self._shape = shape
+        super().__init__(f"@arrayPath({array.source}, {shape.source})", (array, shape))
 
-    def evaluate(self, doc: Any) -> Any:
-        items = self._array.evaluate(doc)
-        if type(items) is dict:
-            items = [items]
-        elif type(items) is not list:
-            return items
-        shape = self._shape.evaluator
-        return [None if value is MISSING else value for value in map(shape, items)]
+    def _function(self, *children: Getter) -> Getter:
+        array, shape = children
 
-    def explain(self, doc: Any) -> tuple[Any, Note]:
-        items, array_note = self._array.explain(doc)
+        def each(doc: Any) -> Any:
+            items = array(doc)
+            if type(items) is dict:
+                items = [items]
+            elif type(items) is not list:
+                return items
+            return [None if value is MISSING else value for value in map(shape, items)]
+
+        return each
+
+    def _note(self, value: Any, entries: list[Entry]) -> Note:
+        (_, items, array_note), *mapped = entries
         note: Note = {"from": self.source, "array": array_note}
-        if type(items) is dict:
-            items = [items]
-        elif type(items) is not list:
-            return items, note
-        values, note["items"] = _explain_all((self._shape, item) for item in items)
-        return [_list_item(value) for value in values], note
+        if type(items) in (dict, list):
+            note["items"] = [item_note for _, _, item_note in mapped]
+        return note
 
 
 class Transform(Node):
     """``@transform``: map the event with ``apply``, then map that result with ``mapping``."""
 
-    __slots__ = ("_apply", "_mapping")
+    __slots__ = ()
 
     def __init__(self, apply: Node, mapping: Node) -> None:
-        super().__init__(f"@transform({apply.source} -> {mapping.source})")
-        self._apply = apply
-        self._mapping = mapping
+        super().__init__(f"@transform({apply.source} -> {mapping.source})", (apply, mapping))
 
-    def evaluate(self, doc: Any) -> Any:
-        return self._mapping.evaluate(self._apply.evaluate(doc))
+    def _function(self, *children: Getter) -> Getter:
+        apply, mapping = children
+        return lambda doc: mapping(apply(doc))
 
-    def explain(self, doc: Any) -> tuple[Any, Note]:
-        middle, apply_note = self._apply.explain(doc)
-        value, mapping_note = self._mapping.explain(middle)
-        return value, {"from": self.source, "apply": apply_note, "mapping": mapping_note}
+    def _note(self, value: Any, entries: list[Entry]) -> Note:
+        (_, _, apply_note), (_, _, mapping_note) = entries
+        return {"from": self.source, "apply": apply_note, "mapping": mapping_note}
 
 
 class Computed(Node):
@@ -278,12 +313,9 @@ class Computed(Node):
     makes the event invalid, as it fails the event in Segment.
     """
 
-    __slots__ = ("_argument", "_read")
+    __slots__ = ("_read",)
 
     def __init__(self, directive: str, argument: Node, compile_text: Callable[[str], Getter]) -> None:
-        super().__init__(f"{directive}({argument.source})")
-        self._argument = argument
-
         @functools.lru_cache(maxsize=256)
         def compiled(text: str) -> Getter:
             try:
@@ -299,14 +331,16 @@ class Computed(Node):
             return compiled(text)
 
         self._read = read
+        super().__init__(f"{directive}({argument.source})", (argument,))
 
-    def evaluate(self, doc: Any) -> Any:
-        return self._read(self._argument.evaluate(doc))(doc)
+    def _function(self, *children: Getter) -> Getter:
+        (argument,) = children
+        read = self._read
+        return lambda doc: read(argument(doc))(doc)
 
-    def explain(self, doc: Any) -> tuple[Any, Note]:
-        text, note = self._argument.explain(doc)
-        value = self._read(text)(doc)
-        return value, {"from": self.source, "argument": note, "read": text, "found": value is not MISSING}
+    def _note(self, value: Any, entries: list[Entry]) -> Note:
+        (_, text, argument_note), = entries
+        return {"from": self.source, "argument": argument_note, "read": text, "found": value is not MISSING}
 
 
 def _failing(message: str) -> Getter:
@@ -314,12 +348,6 @@ def _failing(message: str) -> Getter:
         raise MappingFailure(message)
 
     return fail
-
-
-def _explain_all(work: Iterable[tuple[Node, Any]]) -> tuple[list[Any], list[Note]]:
-    """Explain each (node, document) pair: the values and the notes, in order."""
-    pairs = [node.explain(doc) for node, doc in work]
-    return [value for value, _ in pairs], [note for _, note in pairs]
 
 
 def _list_item(value: Any) -> Any:

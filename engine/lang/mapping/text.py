@@ -12,9 +12,10 @@ from typing import Any, Callable
 from engine.errors import ConfigError, MappingFailure
 from engine.lang.jsonpath import Getter, compile_path
 from engine.limits import MAX_COMPUTED_RENDER, MAX_DEPTH, depth_problem
+from engine.lang.template import Use, compact_json, compile_template, scalar_text
 from engine.lang.mapping.arguments import Compile, _argument, _arguments, _is_directive, _option, _string_argument
 from engine.lang.mapping.nodes import Apply, Computed, Leaf, Node, Step
-from engine.lang.mapping.values import _a, _compact_json, _rendered, _scalar_text, _shown
+from engine.lang.mapping.values import _a, _shown
 from engine.config.yamlsource import join_pointer
 
 
@@ -48,7 +49,7 @@ def _replace(raw: Any, pointer: str, compile_value: Compile) -> Node:
         if value is None:
             return ""  # Segment's result for null
         if type(value) in (bool, int, float):
-            value = _scalar_text(value)
+            value = scalar_text(value)
         elif type(value) is not str:
             return value
         for replace in steps:
@@ -75,7 +76,7 @@ def _json_directive(raw: Any, pointer: str, compile_value: Compile) -> Node:
     args = _arguments(raw, pointer, "@json", ("mode", "value"))
     mode = _option(args, "mode", pointer, "@json", str, None, ("encode", "decode"))
     value = _argument(args, "value", pointer, compile_value)
-    return Apply(f"@json({mode}, {value.source})", value, _compact_json if mode == "encode" else _decoded)
+    return Apply(f"@json({mode}, {value.source})", value, compact_json if mode == "encode" else _decoded)
 
 
 def _decoded(value: Any) -> Any:
@@ -131,71 +132,26 @@ def _flatten(raw: Any, pointer: str, compile_value: Compile) -> Node:
 
 def _template(raw: Any, pointer: str, compile_value: Compile) -> Node:
     if _is_directive(raw):
-        return Computed("@template", compile_value(raw, pointer), lambda text: _template_renderer(text, limit=MAX_COMPUTED_RENDER))
+        return Computed("@template", compile_value(raw, pointer), lambda text: compile_template(text, _EVENT_GIVEN, limit=MAX_COMPUTED_RENDER))
     text = _string_argument(raw, pointer, "@template", 'a text with placeholders such as "Hi {{traits.name}}", or a directive that gives one')
-    return Leaf(f"@template({json.dumps(text, ensure_ascii=False)})", _template_renderer(text, pointer))
+    return Leaf(f"@template({json.dumps(text, ensure_ascii=False)})", compile_template(text, _MAPPING, pointer))
 
 
-def _template_renderer(text: str, pointer: str = "", limit: int | None = None) -> Getter:
-    """The text's placeholders compiled once; the function renders one document.
+def _event_path(inner: str) -> Getter:
+    return compile_path(inner).evaluate
 
-    With a ``limit`` (a template an event gave) each placeholder must name one value and
-    the rendered text is refused past ``limit`` characters, so the event cannot make it explode.
-    """
-    parts: list[str | Getter] = []
-    at = 0
-    while (start := text.find("{{", at)) >= 0:
-        if start > at:
-            parts.append(text[at:start])
-        close = "}}}" if text.startswith("{{{", start) else "}}"
-        inner_start = start + len(close)
-        end = text.find(close, inner_start)
-        if end < 0:
-            opening = "{" * len(close)
-            raise ConfigError(f"@template has an unclosed {opening} at column {start + 1}; close it with {close}", pointer, start)
-        inner = text[inner_start:end]
-        if not inner.strip():
-            raise ConfigError(f"@template has an empty placeholder at column {start + 1}; write a path such as {{{{traits.name}}}}", pointer, start)
-        lead = inner_start + len(inner) - len(inner.lstrip())
-        try:
-            path = compile_path(inner.strip())
-        except ConfigError as error:
-            raise ConfigError(f"@template placeholder at column {start + 1}: {error.message}", pointer, lead + (error.offset or 0)) from None
-        if limit is not None and not path.singular:
-            raise ConfigError(f"@template placeholder at column {start + 1}: a template an event gives may only name single values (no .., *, filters or slices)", pointer, lead)
-        parts.append(path.evaluate)
-        at = end + len(close)
-    if at < len(text):
-        parts.append(text[at:])
-    frozen = tuple(parts)
 
-    def render(doc: Any) -> str:
-        out = []
-        for part in frozen:
-            if type(part) is str:
-                out.append(part)
-            else:
-                value = part(doc)  # type: ignore[operator]
-                out.append(value if type(value) is str else _rendered(value))
-        return "".join(out)
+def _single_value(inner: str) -> Getter:
+    """A placeholder of a template an event gave: one value only, so the event cannot make the walk explode."""
+    path = compile_path(inner)
+    if not path.singular:
+        raise ConfigError("a template an event gives may only name single values (no .., *, filters or slices)")
+    return path.evaluate
 
-    if limit is None:
-        return render
-    most = limit
 
-    def render_within_limit(doc: Any) -> str:
-        """The same text, counted piece by piece so that an event cannot make it huge first."""
-        out: list[str] = []
-        size = 0
-        for part in frozen:
-            piece = part if type(part) is str else _rendered(part(doc))  # type: ignore[operator]
-            size += len(piece)
-            if size > most:
-                raise MappingFailure(f"@template would render more than {most:,} characters (the limit for a template an event gives)")
-            out.append(piece)
-        return "".join(out)
-
-    return render_within_limit
+_WANTED = "a path such as {{traits.name}}"
+_MAPPING = Use("@template", _WANTED, _event_path)
+_EVENT_GIVEN = Use("@template", _WANTED, _single_value)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Values and their words: copies of constants, the JSON checks of literals, text for messages and templates."""
+"""Values and their words: copies of constants, the JSON checks of literals, text for messages."""
 
 from __future__ import annotations
 
@@ -56,18 +56,6 @@ def _check_json(value: Any, pointer: str) -> None:
         raise ConfigError(f"{_a(value)} is not a JSON value; quote it if it is meant as text", pointer)
 
 
-def _scalar_text(value: bool | int | float) -> str:
-    if type(value) is bool:
-        return "true" if value else "false"
-    if type(value) is float and value.is_integer():
-        return str(int(value))
-    return repr(value)
-
-
-def _compact_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=repr)
 
@@ -95,16 +83,3 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
 
-
-def _rendered(value: Any) -> str:
-    """A value as template text: missing/null as "", arrays joined with commas, objects as JSON."""
-    kind = type(value)
-    if kind is str:
-        return value
-    if value is MISSING or value is None:
-        return ""
-    if kind is list:
-        return ",".join(_rendered(item) for item in value)
-    if kind is dict:
-        return _compact_json(value)
-    return _scalar_text(value)
