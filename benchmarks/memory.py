@@ -21,19 +21,8 @@ from typing import Any, Iterator
 
 import orjson
 
-from common import (
-    DEFAULT_MAPPING,
-    TOKEN,
-    Event,
-    arguments,
-    default_build,
-    default_triggered,
-    emulator,
-    hand_written,
-    iter_events,
-    machine,
-    write_ndjson,
-)
+from common import (DEFAULT_MAPPING, TOKEN, Event, arguments, default_build, default_triggered, emulator,
+    hand_written, iter_events, machine, write_ndjson)
 
 FLAT = 1.2
 

@@ -10,24 +10,8 @@ of them, then times both on the same events (best of N, interleaved).
 
 from __future__ import annotations
 
-from common import (
-    Row,
-    arguments,
-    assert_same,
-    average_size,
-    best_of,
-    default_build,
-    default_triggered,
-    engine_result,
-    hand_written,
-    load,
-    machine,
-    make_events,
-    print_table,
-    profile,
-    run_all,
-    verdict,
-)
+from common import (Row, arguments, assert_same, average_size, best_of, default_build, default_triggered,
+    engine_result, hand_written, load, machine, make_events, print_table, profile, run_all, verdict)
 from engine.pipeline import Pipeline
 
 TARGET = 2.0

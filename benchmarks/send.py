@@ -28,22 +28,8 @@ from typing import Any, Callable
 import httpx
 import orjson
 
-from common import (
-    TOKEN,
-    Row,
-    arguments,
-    default_build,
-    default_triggered,
-    emulator,
-    hand_written,
-    iter_events,
-    load,
-    machine,
-    profile,
-    print_table,
-    verdict,
-    write_ndjson,
-)
+from common import (TOKEN, Row, arguments, default_build, default_triggered, emulator, hand_written,
+    iter_events, load, machine, profile, print_table, verdict, write_ndjson)
 from engine.deadletters import DeadLetterFile
 from engine.delivery import Sender
 from engine.events import open_input, read_events

@@ -6,14 +6,14 @@
     >>> engine.send_events(mapping, events, dead_letters="dead.ndjson")  # deliver: a Summary
 """
 
-from engine.delivery import RetryPolicy, Sender, TokenBucket, Unauthorized
+from engine.delivery import RetryPolicy, Sender, TokenBucket
 from engine.errors import ActionmapError, ConfigError, Location
 from engine.config.mappingfile import MappingFile, load_mapping_file as load_mapping
 from engine.lang.missing import MISSING
 from engine.pipeline import Outcome, Pipeline
-from engine.send import Summary, send_events
+from engine.runtime.send import Summary, send_events
 
 __all__ = [
     "ActionmapError", "ConfigError", "Location", "MappingFile", "load_mapping", "MISSING", "Outcome", "Pipeline",
-    "RetryPolicy", "Sender", "Summary", "TokenBucket", "Unauthorized", "send_events",
+    "RetryPolicy", "Sender", "Summary", "TokenBucket", "send_events",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+from contextlib import contextmanager, nullcontext
 
 import httpx
 import orjson
@@ -12,10 +14,12 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from engine.config import schemas
 from engine.config.definitions import Catalog, load_destination, load_emulator
+from engine.config.connections import Secrets, load_connections, parse_overrides
 from engine.config.mappingfile import MappingFile, load_mapping_file
 from engine.config.yamlsource import load_file
 from engine.deadletters import DeadLetterFile, read_dead_letters
-from engine.delivery import CONNECT_TIMEOUT, RetryPolicy, Sender, TokenBucket, Unauthorized, check_credential
+from engine.delivery import CONNECT_TIMEOUT, RetryPolicy, Sender, TokenBucket, check_credential
+from engine.delivery.batcher import Batcher
 from engine.docs import destination_markdown, key_reference_markdown, update_key_reference
 from engine.errors import ConfigError, ConfigErrors
 from engine.events import BadInput, Event, Item, decode, open_input, read_events
@@ -23,9 +27,10 @@ from engine.mappingtests import run_tests
 from engine.pipeline import Outcome, Pipeline
 from engine.plugintests import run_plugin_tests
 from engine.scaffold import new_destination
-from engine.send import Delivery, Progress, Summary
+from engine.runtime.send import Feed, Progress, deliver
 
 EXIT_OK, EXIT_FAILED, EXIT_SOME_BAD = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 def _print_error(error: ConfigError) -> None:
@@ -87,9 +92,10 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _preview_line(index: int, outcome: Outcome, explain: bool) -> dict[str, object]:
+def _preview_line(index: int, connection: str, outcome: Outcome, explain: bool) -> dict[str, object]:
     line: dict[str, object] = {
         "event": index,
+        "connection": connection,
         "subscription": outcome.subscription,
         "action": outcome.action,
         "status": outcome.status,
@@ -106,7 +112,7 @@ def _preview_line(index: int, outcome: Outcome, explain: bool) -> dict[str, obje
 
 def cmd_preview(args: argparse.Namespace) -> int:
     """Map events without sending anything: one JSON line per (event, subscription)."""
-    pipeline = Pipeline(load_mapping_file(args.mapping, require_env=False))
+    pipelines = [(m.name, Pipeline(m)) for m in load_connections(args.mapping, require_env=False)]
     write = sys.stdout.buffer.write
     status = EXIT_OK
     with open_input(args.events) as stream:
@@ -118,10 +124,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
                 write(orjson.dumps(line) + b"\n")
                 status = EXIT_SOME_BAD
                 continue
-            for outcome in pipeline.run(item.value, include_filtered=args.all, explain=args.explain):
-                if outcome.status == "invalid":
-                    status = EXIT_SOME_BAD
-                write(orjson.dumps(_preview_line(item.position, outcome, args.explain), default=str) + b"\n")
+            for name, pipeline in pipelines:
+                for outcome in pipeline.run(item.value, include_filtered=args.all, explain=args.explain):
+                    if outcome.status == "invalid":
+                        status = EXIT_SOME_BAD
+                    write(orjson.dumps(_preview_line(item.position, name, outcome, args.explain), default=str) + b"\n")
     return status
 
 
@@ -143,48 +150,40 @@ def cmd_test(args: argparse.Namespace) -> int:
     return EXIT_OK if failed == 0 and passed > 0 else EXIT_FAILED
 
 
-def _overrides(pairs: list[str]) -> dict[str, object]:
-    """``--set NAME=VALUE`` pairs; a VALUE that reads as JSON (5, true) is taken as such."""
-    out: dict[str, object] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"--set expects NAME=VALUE, got {pair!r}")
-        try:
-            out[name] = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            out[name] = value
-    return out
-
-
-def _sender(args: argparse.Namespace, mapping: MappingFile) -> Sender:
-    """The sender for send and replay: pace, request timeout and retry budget from the command line."""
+def _sender(args: argparse.Namespace, mapping: MappingFile, stop: threading.Event) -> Sender:
+    """The sender for send and replay: pace, request timeout and retry budget from the command line; Ctrl-C stops its waits."""
     pace = TokenBucket(args.rate) if args.rate > 0 else None
     timeout = httpx.Timeout(args.timeout, connect=min(args.timeout, CONNECT_TIMEOUT))
-    return Sender(mapping, pace=pace, timeout=timeout, policy=RetryPolicy(max_duration=args.retry_for))
+    return Sender(mapping, pace=pace, timeout=timeout, policy=RetryPolicy(max_duration=args.retry_for), wait=stop.wait)
 
 
-def _deliver(args: argparse.Namespace, items: Iterable[Item], linger: float | None = None) -> int:
-    """The shared body of send and replay: map, batch, deliver, dead-letter, summarise."""
-    mapping = load_mapping_file(args.mapping, overrides=_overrides(args.set))
-    sender = _sender(args, mapping)
-    summary = Summary()
+def _deliver(args: argparse.Namespace, feed: Feed | None = None, items: Iterable[Item] | None = None,
+             linger: float | None = None) -> int:
+    """The shared body of send and replay: every connection's lane maps, batches, delivers and dead-letters; one summary."""
+    mappings = load_connections(args.mapping, overrides=parse_overrides(args.set))
+    secrets = Secrets(mappings)
+    stop = threading.Event()
+    senders = [_sender(args, mapping, stop) for mapping in mappings]
+    dry_run = sys.stdout.buffer if args.dry_run else None
     try:
-        with DeadLetterFile(args.dead_letter, mapping.settings) as dead:
-            delivery = Delivery(
-                Pipeline(mapping), sender, dead,
-                dry_run=sys.stdout.buffer if args.dry_run else None,
-                progress=Progress(),
-            )
-            summary = delivery.summary
-            delivery.run(items, linger)
-    except Unauthorized as error:
-        print(f"actionmap: {error} Fix the setting and run the same send again.", file=sys.stderr)
-        print(summary.line())
-        return EXIT_FAILED
+        with DeadLetterFile(args.dead_letter, secrets) as dead:
+            batchers = [Batcher(m, sender, dry_run=dry_run) for m, sender in zip(mappings, senders)]
+            summary = deliver(batchers, dead, feed=feed, items=items, linger=linger, progress=Progress(), stop=stop)
     finally:
-        sender.close()
+        for sender in senders:
+            sender.close()
+    for name, refusal in summary.refused.items():
+        kept = summary.connections[name].kept
+        print(secrets.redact(
+            f"actionmap: {name}: {refusal}; delivery to it stopped. Its {kept:,} undelivered events were kept, not "
+            "dead-lettered: they keep their ids, so once the setting is fixed, run the same send again; nothing is billed twice."
+        ), file=sys.stderr)
     print(summary.line())
+    if summary.interrupted:
+        print("actionmap: interrupted; events not yet read were not counted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if summary.refused:
+        return EXIT_FAILED
     return EXIT_SOME_BAD if summary.invalid or summary.dead_lettered else EXIT_OK
 
 
@@ -193,8 +192,16 @@ STDIN_LINGER = 1.0
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    with open_input(args.events) as stream:
-        return _deliver(args, read_events(stream), STDIN_LINGER if args.events in (None, "-") else None)
+    if args.events in (None, "-"):  # a pipe is read once, and handed to every connection
+        with open_input(args.events) as stream:
+            return _deliver(args, items=read_events(stream), linger=STDIN_LINGER)
+
+    @contextmanager
+    def reading() -> Iterator[Iterable[Item]]:  # a file is read by every connection for itself
+        with open_input(args.events) as stream:
+            yield read_events(stream)
+
+    return _deliver(args, feed=reading)
 
 
 def _replayed(path: str) -> Iterator[Item]:
@@ -213,41 +220,48 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.dead_letter and Path(args.dead_letter).exists() and source.exists() and Path(args.dead_letter).samefile(source):
         # appending to the file being read would replay each new dead letter again, without end
         raise ConfigError(f"--dead-letter {args.dead_letter} is the file being replayed: write new dead letters to another file")
-    return _deliver(args, _replayed(args.dead_letters))
+    return _deliver(args, feed=lambda: nullcontext(_replayed(args.dead_letters)))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    mapping = load_mapping_file(args.mapping, overrides=_overrides(args.set))
-    verdict, detail = check_credential(mapping)
-    print(f"{mapping.destination.name}: credential {verdict} ({detail})")
-    return {"valid": EXIT_OK, "refused": EXIT_FAILED}.get(verdict, EXIT_SOME_BAD)
+    """Every connection's credential check; the exit status is the worst verdict's."""
+    status = EXIT_OK
+    for mapping in load_connections(args.mapping, overrides=parse_overrides(args.set)):
+        verdict, detail = check_credential(mapping)
+        print(f"{mapping.name} ({mapping.destination.name}): credential {verdict} ({detail})")
+        status = max(status, {"valid": EXIT_OK, "refused": EXIT_FAILED}.get(verdict, EXIT_SOME_BAD), key=_severity)
+    return status
+
+
+def _severity(status: int) -> int:
+    return [EXIT_OK, EXIT_SOME_BAD, EXIT_FAILED].index(status)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from engine.serve import ServeOptions, serve, write_keys
+    from engine.runtime.serve.service import ServeOptions, serve, write_keys
 
-    mapping = load_mapping_file(args.mapping, overrides=_overrides(args.set))
-    keys = write_keys(args.write_key, mapping.write_keys)
+    mappings = load_connections(args.mapping, overrides=parse_overrides(args.set))
+    keys = write_keys(args.write_key, [key for mapping in mappings for key in mapping.write_keys])
     options = ServeOptions(host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers, rate=args.rate,
-                           timeout=args.timeout, retry_for=args.retry_for)
-    return serve(mapping, keys, options)
+                           timeout=args.timeout, retry_for=args.retry_for, credential_recheck=args.credential_recheck)
+    return serve(mappings, keys, options)
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from engine.consume import ConsumeOptions, consume, kafka_properties
+    from engine.runtime.consume import ConsumeOptions, consume, kafka_properties
 
     if args.dead_letter and args.dead_letter_topic:
         raise ConfigError("give --dead-letter FILE or --dead-letter-topic TOPIC, not both: each dead letter is kept in one place")
-    mapping = load_mapping_file(args.mapping, overrides=_overrides(args.set))
+    mappings = load_connections(args.mapping, overrides=parse_overrides(args.set))
     kafka = kafka_properties(args.kafka)
     options = ConsumeOptions(brokers=args.brokers, topic=args.topic, group=args.group, dead_letter_topic=args.dead_letter_topic,
                              dead_letter_file=args.dead_letter, rate=args.rate, timeout=args.timeout, retry_for=args.retry_for,
                              linger=args.linger, session_timeout=args.session_timeout, kafka=kafka)
-    return consume(mapping, options)
+    return consume(mappings, options)
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    from engine.queue import Queue
+    from engine.runtime.serve.queue import Queue
 
     queue = Queue(args.data_dir, exclusive=False)
     try:
@@ -259,8 +273,8 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         if args.mapping:  # requeue only what the (corrected) mapping now maps without an error
             pipeline = Pipeline(load_mapping_file(args.mapping, require_env=False))
             letters = [l for l in letters if all(o.status == "ok" for o in pipeline.run(l["event"]))]
-        events = queue.requeue([letter["id"] for letter in letters])
-        print(orjson.dumps({"dead_letters": len(letters), "events_queued": events}).decode())
+        queued = queue.requeue([letter["id"] for letter in letters])
+        print(orjson.dumps({"dead_letters": len(letters), "events_queued": sum(queued.values()), "connections": queued}).decode())
         return EXIT_OK
     finally:
         queue.close()
@@ -284,8 +298,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _mapping_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--mapping", required=True, metavar="MAPPING")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a setting of the mapping file")
+    _connections_option(p)
+    p.add_argument("--set", action="append", default=[], metavar="[CONNECTION:]NAME=VALUE",
+                   help="override a setting: of every connection whose destination has it, or of one connection")
+
+
+def _connections_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--mapping", required=True, action="append", metavar="MAPPING",
+                   help="a mapping file: one connection (repeat for several destinations)")
 
 
 def _positive(text: str) -> float:
@@ -328,8 +348,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("slug", metavar="SLUG", nargs="?")
     p.add_argument("--keys", action="store_true", help="print every key of plugin and mapping files, generated from schemas/")
     p.add_argument("--update", metavar="README", help="rewrite the generated key reference inside README")
-    p = command("preview", cmd_preview, "map events without sending: one JSON line per (event, subscription) that matched")
-    p.add_argument("-m", "--mapping", required=True, metavar="MAPPING")
+    p = command("preview", cmd_preview, "map events without sending: one JSON line per (event, connection, subscription) that matched")
+    _connections_option(p)
     p.add_argument("events", nargs="?", metavar="EVENTS", help="a JSON, JSON-array or NDJSON file (.gz too); stdin when absent or -")
     p.add_argument("--all", action="store_true", help='also print "filtered" lines for subscriptions an event does not feed')
     p.add_argument("--explain", action="store_true", help="say where each field's value came from")
@@ -347,18 +367,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--dir", default=".", help="where to create the folder (default: here)")
     p = command("serve", cmd_serve, "the durable service: a Segment-compatible HTTP intake, a local queue, delivery workers")
-    _mapping_options(p)
+    _mapping_options(p)  # -m repeatable: one process delivers every event to each connection, each from its own lane
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0 picks a free one)")
     p.add_argument("--data-dir", default="actionmap-data", metavar="DIR", help="where the queue lives (default ./actionmap-data)")
     p.add_argument("--write-key", action="append", default=[], metavar="KEY",
                    help="a write key clients authenticate with (repeatable; also ACTIONMAP_WRITE_KEYS=K1,K2 "
                         "and the mapping file's write_keys)")
-    p.add_argument("--workers", type=int, default=2, help="delivery threads (default 2)")
-    p.add_argument("--rate", type=float, default=5000.0, metavar="EVENTS_PER_S", help="pace to the destination, all workers together (default 5000; 0 = unpaced)")
+    p.add_argument("--workers", type=int, default=2, help="delivery threads per connection (default 2)")
+    p.add_argument("--rate", type=float, default=5000.0, metavar="EVENTS_PER_S",
+                   help="pace to each connection's destination, its workers together (default 5000; 0 = unpaced)")
     p.add_argument("--timeout", type=_positive, default=10.0, metavar="SECONDS", help="give up on one request's answer after this long and retry it (default 10)")
     p.add_argument("--retry-for", type=_positive, default=86400.0, metavar="SECONDS",
                    help="keep retrying an event the destination fails on for this long after it arrived, then dead-letter it (default 86400)")
+    p.add_argument("--credential-recheck", type=_positive, default=30.0, metavar="SECONDS",
+                   help="while a destination refuses its credential, check it again this often (default 30)")
     p = command("consume", cmd_consume, "a worker in a Kafka consumer group: reads events, delivers, commits offsets only once delivered or dead-lettered")
     _mapping_options(p)
     p.add_argument("--brokers", required=True, metavar="HOST:PORT[,...]", help="the Kafka bootstrap servers")

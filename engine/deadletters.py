@@ -10,27 +10,39 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Protocol
 
 import orjson
 
 from engine.delivery.records import DeadLetter
-from engine.config.mappingfile import Settings
+
+
+class Redacts(Protocol):
+    """Masks secrets in text: a connection's :class:`~engine.config.mappingfile.Settings`, or a deployment's ``Secrets``."""
+
+    def redact(self, text: str) -> str: ...
 
 
 class DeadLetterFile:
-    """Appends dead letters to an NDJSON file (or counts them only, when no file is given)."""
+    """Appends dead letters to an NDJSON file (or counts them only, when no file is given); the lanes of a send share one.
 
-    def __init__(self, path: str | Path | None, settings: Settings) -> None:
+    This is where a dead letter leaves the process, so this is where secrets are masked.
+    """
+
+    def __init__(self, path: str | Path | None, settings: Redacts) -> None:
         self.settings = settings
         self.count = 0
         self._out: IO[bytes] | None = Path(path).open("ab") if path else None
+        self._lock = threading.Lock()
 
     def write(self, letter: DeadLetter) -> None:
-        self.count += 1
-        if self._out is not None:
-            self._out.write(self.settings.redact(json_text(letter.record())).encode() + b"\n")
+        line = self.settings.redact(json_text(letter.record())).encode() + b"\n"
+        with self._lock:
+            self.count += 1
+            if self._out is not None:
+                self._out.write(line)
 
     def close(self) -> None:
         if self._out is not None:

@@ -21,7 +21,7 @@ from engine.config.definitions import load_emulator
 from engine.config.mappingfile import load_mapping_file
 from engine.events import Event, Item, open_input, read_events
 from engine.resources import data_path
-from engine.send import Summary, send_events
+from engine.runtime.send import Summary, send_events
 
 
 def _moved_to_today(items: list[Item], today: datetime) -> list[Item]:

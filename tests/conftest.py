@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import random
 import socket
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -108,3 +113,70 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# -- a webhook's receiving side -----------------------------------------------------
+
+
+WEBHOOK_SECRET = "whsec-test-8c1f"
+"""The signing secret of the webhook receivers: a request not signed with it is marked unsigned."""
+WEBHOOK_KEY = "key-test-77aa"
+
+
+@dataclass
+class Receiver:
+    """What a webhook's receiving side saw; ``fail_first`` answers 503 that many times; events with bad=true get 400."""
+
+    fail_first: int = 0
+    received: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+    def items(self) -> list[dict[str, Any]]:
+        """Every event it accepted (answered 200), in order."""
+        with self.lock:
+            bodies = [r["body"] for r in self.received if r["status"] == 200]
+        return [item for body in bodies for item in (body if isinstance(body, list) else [body])]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _handle(self) -> None:
+        receiver: Receiver = self.server.receiver  # type: ignore[attr-defined]
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        expected = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        signed = hmac.compare_digest(self.headers.get("X-Signature-SHA256", ""), expected)
+        with receiver.lock:
+            record = {"method": self.command, "body": json.loads(body), "signed": signed,
+                      "key": self.headers.get("X-Api-Key"), "content_type": self.headers.get("Content-Type")}
+            if receiver.fail_first > 0:
+                receiver.fail_first -= 1
+                status = 503
+            else:
+                items = record["body"] if isinstance(record["body"], list) else [record["body"]]
+                status = 400 if any(item.get("bad") for item in items) else 200
+            record["status"] = status
+            receiver.received.append(record)
+        answer = b'{"message": "bad event in the batch"}' if status == 400 else b"{}"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    do_POST = do_PUT = do_PATCH = _handle
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.receiver = Receiver()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"  # type: ignore[attr-defined]
+    yield server.receiver  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()

@@ -30,11 +30,12 @@ from hypothesis import strategies as st
 from destinations.metronome.emulator import FAULT_KINDS, Faults, MetronomeEmulator
 from engine.cli import main
 from engine.deadletters import DeadLetterFile
-from engine.delivery import Outgoing, Requests, RetryPolicy, Sender, Unauthorized, classify
+from engine.delivery import Outgoing, Requests, RetryPolicy, Sender, classify
 from engine.events import Event
 from engine.config.mappingfile import MappingFile, load_mapping_file
-from engine.pipeline import Pipeline
-from engine.send import Delivery
+from engine.delivery import Sent
+from engine.delivery.batcher import Batcher
+from engine.runtime.send import send_events
 from tests.conftest import REPO, USAGE_EVENTS, expected_payload, free_port, track_events, utc_ms
 
 TOKEN = "mtr-delivery-test-token-5f0c9e21ab7d"
@@ -82,7 +83,10 @@ class Run:
 
     @property
     def summary(self) -> dict[str, int]:
-        return orjson.loads(self.out.strip().splitlines()[-1])
+        """The totals of the last line (the per-connection counts are in ``connections``)."""
+        totals = orjson.loads(self.out.strip().splitlines()[-1])
+        del totals["connections"]
+        return totals
 
 
 @pytest.fixture
@@ -144,7 +148,7 @@ def test_ten_thousand_events_are_stored_exactly_once_in_full_batches(
     assert emulator.max_events_in_a_request <= BATCH
     assert len(emulator.requests) == math.ceil(len(events) / BATCH)
     assert run.summary == {"events": 10_000, "delivered": 10_000, "filtered": 0, "invalid": 0, "dead_lettered": 0,
-                           "requests": len(emulator.requests)}
+                           "kept": 0, "requests": len(emulator.requests)}
     assert dead_letters(dead) == []
 
 
@@ -208,7 +212,7 @@ def test_events_the_server_rejects_are_isolated_by_bisection(
         assert f'transaction_id "{tid}"' in record["reason"] and f"at most {LIMIT} bytes" in record["reason"]
     assert emulator.stored == {e["messageId"]: expected_payload(e) for e in events if e["messageId"] not in bad}
     assert run.summary | {"requests": 0} == {"events": 3_000, "delivered": 3_000 - len(bad), "filtered": 0,
-                                             "invalid": 0, "dead_lettered": len(bad), "requests": 0}
+                                             "invalid": 0, "dead_lettered": len(bad), "kept": 0, "requests": 0}
 
     index = {e["messageId"]: i for i, e in enumerate(events)}
     per_batch: Counter[int] = Counter()
@@ -248,7 +252,7 @@ def test_events_outside_the_window_or_with_a_long_id_are_dead_lettered_locally(
     run = send(emulator, events)
     assert run.code == 2, run.err
     assert run.summary == {"events": len(events), "delivered": len(good) + 2, "filtered": 0, "invalid": 1,
-                           "dead_lettered": len(refused), "requests": 2}
+                           "dead_lettered": len(refused), "kept": 0, "requests": 2}
     sent = seen_ids(emulator)
     assert not sent & (set(refused) | {long_id["messageId"]}), "a refused event never reached the server"
     assert set(emulator.stored) == sent == {e["messageId"] for e in good + edges}
@@ -280,7 +284,8 @@ def test_a_refused_token_stops_delivery_and_keeps_the_events(
     assert run.code == 1
     assert "Metronome (Actions) refused the credential (403" in run.err
     assert "were kept, not dead-lettered" in run.err and "run the same send again" in run.err
-    assert run.summary == {"events": 100, "delivered": 0, "filtered": 0, "invalid": 0, "dead_lettered": 0, "requests": 1}
+    assert run.summary == {"events": 250, "delivered": 0, "filtered": 0, "invalid": 0, "dead_lettered": 0, "kept": 250,
+                           "requests": 1}, "every event of the input is counted: kept, for the same send again"
     assert len(emulator.requests) == 1, "nothing more is sent after the refusal"
     assert emulator.stored == {} and dead_letters(dead) == []
 
@@ -315,17 +320,14 @@ def test_a_credential_refused_in_the_middle_of_a_bisection_keeps_what_was_decide
     client = httpx.Client(timeout=5, event_hooks={"response": [revoke_after_four]})
     sender = Sender(mapping, client=client)
     path = tmp_path / "dead.ndjson"
-    with DeadLetterFile(path, mapping.settings) as dead:
-        delivery = Delivery(Pipeline(mapping), sender, dead)
-        with pytest.raises(Unauthorized, match="refused the credential") as refusal:
-            delivery.run(Event(i, i + 1, e) for i, e in enumerate(events))
+    summary = send_events(mapping, events, dead_letters=path, sender=sender)
     sender.close()
     assert responses == [400, 400, 400, 200, 403]
     assert list(emulator.stored) == [events[1]["messageId"]]
     assert [r["event"]["messageId"] for r in dead_letters(path)] == [events[0]["messageId"]]
-    summary = delivery.summary
-    assert (summary.delivered, summary.dead_lettered, summary.requests) == (1, 1, 5)
-    assert TOKEN not in str(refusal.value)
+    assert (summary.delivered, summary.dead_lettered, summary.kept, summary.requests) == (1, 1, 2, 5)
+    (refusal,) = summary.refused.values()
+    assert "refused the credential (403" in refusal and TOKEN not in refusal
 
 
 def test_the_window_is_judged_when_the_batch_leaves_not_when_the_event_was_read(start: Start, tmp_path: Path) -> None:
@@ -336,14 +338,15 @@ def test_the_window_is_judged_when_the_batch_leaves_not_when_the_event_was_read(
     edge["timestamp"] = (moment[0] - timedelta(days=34, minutes=-90)).isoformat()
     mapping = mapping_for(emulator)
     sender = Sender(mapping)
-    with DeadLetterFile(tmp_path / "dead.ndjson", mapping.settings) as dead:
-        delivery = Delivery(Pipeline(mapping), sender, dead, now=lambda: moment[0])
-        delivery.add(Event(0, 1, fresh))
-        delivery.add(Event(1, 2, edge))
-        moment[0] += timedelta(hours=1)  # the batch waited for more input
-        summary = delivery.finish()
+    batcher = Batcher(mapping, sender, now=lambda: moment[0])
+    assert batcher.add(0, fresh) == batcher.add(1, edge) == []  # both wait in the open batch
+    moment[0] += timedelta(hours=1)  # the batch waited for more input
+    fates = {fate.position: fate for fate in batcher.flush()}
     sender.close()
-    assert (summary.delivered, summary.dead_lettered) == (1, 1)
+    assert (fates[0].category, fates[1].category) == ("delivered", "dead_lettered")
+    with DeadLetterFile(tmp_path / "dead.ndjson", mapping.settings) as dead:
+        for letter in fates[1].letters:
+            dead.write(letter)
     assert seen_ids(emulator) == {fresh["messageId"]}
     (record,) = dead_letters(tmp_path / "dead.ndjson")
     assert record["event"] == edge and " is older than the destination accepts " in record["reason"]
@@ -370,8 +373,10 @@ def test_dry_run_prints_the_exact_requests_with_the_token_masked(
     wet = send(emulator, events)
     assert wet.code == 2
     assert [r["body"] for r in printed] == ingest_requests(emulator), "the dry run printed exactly what is sent"
-    assert {k: v for k, v in orjson.loads(summary).items() if k != "delivered"} == {
-        k: v for k, v in wet.summary.items() if k != "delivered"}
+    dry_totals = orjson.loads(summary)
+    assert dry_totals["kept"] == wet.summary["delivered"], "a dry run keeps what a real one delivers"
+    assert {k: v for k, v in dry_totals.items() if k not in ("delivered", "kept", "connections")} == {
+        k: v for k, v in wet.summary.items() if k not in ("delivered", "kept")}
     assert [r["event"] for r in dead_letters(tmp_path / DEAD)] == [events[5]] * 2, "once per run"
 
 
@@ -417,8 +422,8 @@ def test_replay_through_a_corrected_mapping_delivers_the_rejected_events(
     corrected.write_text(CORRECTED)
     replay = actionmap("replay", dead, "-m", corrected, "--set", url, "--dead-letter", tmp_path / "still.ndjson")
     assert replay.code == 0, replay.err
-    assert replay.summary | {"requests": 0} == {"events": len(bad), "delivered": len(bad), "filtered": 0,
-                                                "invalid": 0, "dead_lettered": 0, "requests": 0}
+    assert replay.summary | {"kept": 0, "requests": 0} == {"events": len(bad), "delivered": len(bad), "filtered": 0,
+                                                "invalid": 0, "dead_lettered": 0, "kept": 0, "requests": 0}
     by_id = {e["messageId"]: e for e in events}
     for tid in bad:
         assert emulator.stored[tid] == {**expected_payload(by_id[tid]), "properties": {
@@ -452,15 +457,14 @@ def test_a_malformed_line_is_dead_lettered_as_its_text_and_replays_once_fixed_by
 # -- 8. retry timing -------------------------------------------------------------------------
 
 
-def deliver_one_batch(emulator: MetronomeEmulator, sender_options: dict[str, Any], size: int = 10) -> Sender:
+def deliver_one_batch(emulator: MetronomeEmulator, sender_options: dict[str, Any], size: int = 10) -> Sent:
     mapping = mapping_for(emulator)
     items = [Outgoing(i, e, expected_payload(e)) for i, e in enumerate(track_events(size, seed=9))]
     sender = Sender(mapping, **sender_options)
     try:
-        sender.deliver(mapping.subscriptions[0], items, lambda letter: pytest.fail(f"dead-lettered: {letter.reason}"))
+        return sender.send(mapping.subscriptions[0], items)
     finally:
         sender.close()
-    return sender
 
 
 def gaps(emulator: MetronomeEmulator) -> list[float]:
@@ -470,10 +474,10 @@ def gaps(emulator: MetronomeEmulator) -> list[float]:
 
 def test_retry_after_is_honoured(start: Start) -> None:
     emulator = start(faults=Faults(["429_retry_after", "429_retry_after"], retry_after_ms=300))
-    sender = deliver_one_batch(emulator, {"policy": RetryPolicy(base=0.001, cap=0.001)})
+    sent = deliver_one_batch(emulator, {"policy": RetryPolicy(base=0.001, cap=0.001)})
     assert [r.status for r in emulator.requests] == [429, 429, 200]
     assert all(gap >= 0.3 for gap in gaps(emulator)), gaps(emulator)
-    assert (sender.requests, sender.retries, sender.delivered) == (3, 2, 10)
+    assert (sent.requests, sent.retries, len(sent.delivered), sent.dead, sent.kept) == (3, 2, 10, [], [])
 
 
 class UpperBound(random.Random):
@@ -488,11 +492,12 @@ def test_the_backoff_doubles_from_attempt_to_attempt(start: Start) -> None:
     policy = RetryPolicy(base=0.05, cap=0.3)
     waits: list[float] = []
 
-    def sleep(seconds: float) -> None:
+    def wait(seconds: float) -> bool:
         waits.append(seconds)
         time.sleep(seconds)
+        return False
 
-    deliver_one_batch(emulator, {"policy": policy, "rng": UpperBound(), "sleep": sleep})
+    assert len(deliver_one_batch(emulator, {"policy": policy, "rng": UpperBound(), "wait": wait}).delivered) == 10
     assert waits == [min(policy.cap, policy.base * 2**n) for n in range(4)] == [0.05, 0.1, 0.2, 0.3]
     assert all(gap >= wait for gap, wait in zip(gaps(emulator), waits)), "each wait happened between two requests"
 
@@ -588,8 +593,7 @@ def test_open_batches_leave_after_a_linger_when_the_input_pauses(start: Start) -
 
     mapping = mapping_for(emulator)
     sender = Sender(mapping)
-    with DeadLetterFile(None, mapping.settings) as dead:
-        summary = Delivery(Pipeline(mapping), sender, dead).run(trickle(), linger=0.2)
+    summary = send_events(mapping, trickle(), sender=sender, linger=0.2)
     sender.close()
     assert stored_while_paused == [3]
     assert (summary.delivered, summary.requests, len(emulator.stored)) == (5, 2, 5)

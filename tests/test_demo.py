@@ -13,8 +13,9 @@ def test_demo_runs_the_main_job_end_to_end(cli) -> None:
     first, second, emulator = (json.loads(line) for line in run.out.strip().splitlines())
     examples = (REPO / "examples" / "track.ndjson").read_text().splitlines()
     tracks = sum(1 for line in examples if json.loads(line)["type"] == "track")
-    assert first == {"events": len(examples), "delivered": tracks, "filtered": len(examples) - tracks,
-                     "invalid": 0, "dead_lettered": 0, "requests": 1}
+    counts = {"events": len(examples), "delivered": tracks, "filtered": len(examples) - tracks,
+              "invalid": 0, "dead_lettered": 0, "kept": 0, "requests": 1}
+    assert first == {**counts, "connections": {"metronome": counts}}
     assert second == first
     assert emulator["emulator"] == {"stored": tracks, "duplicates_ignored": tracks, "max_events_in_a_request": tracks}
     assert "demo ok" in run.err

@@ -29,9 +29,10 @@ import orjson
 import pytest
 
 from destinations.metronome.emulator import Faults, MetronomeEmulator
-from engine.queue import RESERVE_BYTES, Queue
+from engine.runtime.serve.queue import Queue
+from engine.runtime.serve.storage import RESERVE_BYTES
 from tests.conftest import expected_payload
-from tests.test_serve import AUTH, Service, assert_adds_up, track, wait_for, write_mapping
+from tests.test_serve import AUTH, CONNECTION, Service, assert_adds_up, track, wait_for, write_mapping
 from tests.test_serve import emulator  # noqa: F401  (the fixture: a Metronome emulator that accepts TOKEN)
 
 RECOVERY = 300.0  # seconds allowed to drain after the space is freed; a lease left behind would take 600
@@ -58,7 +59,7 @@ def tmpfs(where: Path, size: str) -> Iterator[Path]:
 def small_queue(where: Path) -> Iterator[tuple[Path, Queue]]:
     """A Queue on a 1 MB tmpfs at ``where``, closed and unmounted on the way out."""
     with tmpfs(where, "1m") as volume:
-        queue = Queue(volume)
+        queue = Queue(volume, [CONNECTION])
         try:
             yield volume, queue
         finally:
@@ -89,6 +90,12 @@ def health(running: Service) -> tuple[int, dict[str, Any]]:
     return answer.status_code, answer.json()
 
 
+def healthy(running: Service) -> bool:
+    """200, ok, and the connection delivering (its queued events and their age are whatever they are now)."""
+    status, body = health(running)
+    return (status, body["status"], body["connections"][CONNECTION]["state"]) == (200, "ok", "delivering")
+
+
 def queue_problems(running: Service) -> list[dict[str, Any]]:
     """What the workers logged about the queue (claims and settles that could not commit)."""
     return [e for e in running.logs() if e["event"] in ("worker_error", "queue_error") and "worker" in e]
@@ -116,6 +123,7 @@ def test_a_full_disk_turns_health_503_and_the_queue_drains_once_space_is_freed(
             status, body = health(running)
             assert status == 503 and body["status"] == "unhealthy", body
             assert body["queue"].startswith(f"cannot commit: the disk of {volume} is full"), body
+            assert body["connections"][CONNECTION]["queued"] == len(acked), body  # the lanes can still be read
             metrics = running.metrics()  # reads still work: the counters are there and add up
             assert metrics["actionmap_events_received_total"] == len(acked)
             assert_adds_up(metrics)
@@ -127,7 +135,7 @@ def test_a_full_disk_turns_health_503_and_the_queue_drains_once_space_is_freed(
             assert health(running)[0] == 503
 
             filler.unlink()
-            wait_for(lambda: health(running) == (200, {"status": "ok"}), timeout=120, what="health to turn ok by itself")
+            wait_for(lambda: healthy(running), timeout=120, what="health to turn ok by itself")
             metrics = running.drain(timeout=RECOVERY)
             stored = emulator.stored
             assert set(stored) == acked, f"{len(acked - set(stored))} acknowledged events never reached Metronome"
@@ -165,7 +173,7 @@ def test_a_small_volume_takes_many_times_its_size_in_events(emulator: MetronomeE
             assert set(emulator.stored) == {e["messageId"] for batch in batches for e in batch}
             assert metrics["actionmap_events_delivered_total"] == metrics["actionmap_events_received_total"] == 30_000
             assert_adds_up(metrics)
-            assert health(running) == (200, {"status": "ok"})
+            assert healthy(running) and health(running)[1]["connections"][CONNECTION]["queued"] == 0
             assert running.terminate() == 0
         finally:
             running.stop()
@@ -175,23 +183,25 @@ def test_the_queue_remembers_a_failed_commit_until_one_succeeds(tmp_path: Path) 
     """In process, on the Queue: what /health reads, a failed commit rolled back whole, the reserve."""
     with small_queue(tmp_path / "q") as (volume, queue):
         queue.put([orjson.dumps(track(f"q-{i}")) for i in range(20)])
-        claimed = queue.claim(20, 60)
+        claimed = queue.claim(CONNECTION, 20, 60)
         assert len(claimed) == 20 and queue.commit_problem() is None
 
         filler = fill(volume)
         with pytest.raises(sqlite3.Error, match="refused below"):  # below the reserve, nothing is taken
             queue.put([b'{"type": "track"}'])
         with pytest.raises(sqlite3.Error, match="full"):  # SQLite's own failure: the WAL cannot grow
-            queue.settle(finished={row.id: "delivered" for row in claimed})
+            queue.settle(CONNECTION, finished={row.id: "delivered" for row in claimed})
         problem = queue.commit_problem()
         assert problem is not None and problem.startswith(f"the disk of {volume} is full"), problem
-        assert queue.stats().counters["delivered"] == 0 and queue.stats().depth == 20  # rolled back whole
+        lane = queue.stats().connections[CONNECTION]
+        assert lane.counters["delivered"] == 0 and lane.depth == 20 and queue.stats().events == 20  # rolled back whole
 
         filler.unlink()
         assert queue.commit_problem() is None  # a one-row probe committed: no traffic needed
-        queue.settle(finished={row.id: "delivered" for row in claimed})  # no transaction was left open
+        queue.settle(CONNECTION, finished={row.id: "delivered" for row in claimed})  # no transaction was left open
         stats = queue.stats()
-        assert (stats.counters["received"], stats.counters["delivered"], stats.depth) == (20, 20, 0)
+        lane = stats.connections[CONNECTION]
+        assert (lane.counters["received"], lane.counters["delivered"], lane.depth, stats.events) == (20, 20, 0, 0)
         assert os.statvfs(volume).f_bavail * os.statvfs(volume).f_frsize > RESERVE_BYTES
 
 

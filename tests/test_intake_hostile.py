@@ -29,12 +29,13 @@ from hypothesis import event as count_case
 from hypothesis import strategies as st
 
 from destinations.metronome.emulator import MetronomeEmulator
-from engine.intake import MAX_BATCH_EVENTS, REQUEST_LIMIT, IntakeProtocol, create_app
+from engine.runtime.serve.intake import MAX_BATCH_EVENTS, REQUEST_LIMIT, IntakeProtocol, create_app
 from engine.limits import MAX_REQUEST_DEPTH
-from engine.queue import Queue
+from engine.runtime.serve.queue import Queue
 from tests.conftest import free_port
 from tests.test_serve import (  # noqa: F401  (emulator, intake, service: fixtures)
     AUTH,
+    CONNECTION,
     WRITE_KEY,
     Service,
     TestClient,
@@ -82,7 +83,7 @@ def test_an_event_nested_within_the_request_limit_is_stored_with_its_neighbours(
     response = client.post("/v1/batch", content=body, headers=AUTH)
     assert response.status_code == 200, response.text
     assert received(queue) == 3
-    stored = {e["messageId"]: e for e in (orjson.loads(row.body) for row in queue.claim(10, 60))}
+    stored = {e["messageId"]: e for e in (orjson.loads(row.body) for row in queue.claim(CONNECTION, 10, 60))}
     assert set(stored) == {"before", "deep", "after"}
     assert stored["deep"]["properties"] == nested(depth - 1) and "receivedAt" in stored["deep"]
 
@@ -425,7 +426,7 @@ class _QuickProtocol(IntakeProtocol):
 @pytest.fixture
 def quick_server(tmp_path: Path) -> Iterator[tuple[int, Queue]]:
     """A real uvicorn server in a thread with the intake's protocol and short head and body timeouts."""
-    queue = Queue(tmp_path / "quick")
+    queue = Queue(tmp_path / "quick", [CONNECTION])
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(queue, [WRITE_KEY], body_timeout=0.5), host="127.0.0.1", port=port,
                                            http=_QuickProtocol, log_config=None, access_log=False, lifespan="off"))

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from engine import events, intake, limits, queue
+from engine import events, limits
+from engine.runtime.serve import intake, storage
 from tests.conftest import REPO
 
 
@@ -31,7 +32,7 @@ LIMITS = {
     "intake: nesting of one request": f"{limits.MAX_REQUEST_DEPTH} levels",
     "intake: a request's head": f"{intake.HEAD_TIMEOUT:g} s",
     "intake: a request's body": f"{intake.BODY_TIMEOUT:g} s",
-    "queue: free disk": f"{queue.RESERVE_BYTES // 1024} KB",
+    "queue: free disk": f"{storage.RESERVE_BYTES // 1024} KB",
     "a mapping or plugin file": _mib(limits.MAX_FILE_BYTES),
     "nesting of a YAML file": f"{limits.MAX_YAML_DEPTH} levels",
     "nesting of one mapping value (objects, lists, directives)": f"{limits.MAX_MAPPING_DEPTH} levels",

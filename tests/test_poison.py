@@ -29,12 +29,12 @@ from hypothesis import strategies as st
 from destinations.metronome.emulator import MetronomeEmulator
 from engine.delivery import RetryPolicy, Sender
 from engine.events import BadInput, Event, read_events
-from engine.observability import Health, Metrics
 from engine.limits import MAX_DEPTH
 from engine.config.mappingfile import MappingFile, load_mapping_file
-from engine.queue import CATEGORIES, Queue
-from engine.send import send_events
-from engine.serve import CredentialGate, Worker
+from engine.runtime.send import send_events
+from engine.runtime.observability import Health, Metrics
+from engine.runtime.serve.queue import CATEGORIES, Queue
+from engine.runtime.serve.workers import CredentialGate, Worker
 from tests.conftest import REPO, expected_payload, track_events
 
 TOKEN = "mtr-poison-test-token-5d1e9a"
@@ -121,7 +121,8 @@ def test_send_delivers_the_97_and_dead_letters_the_three_with_their_text(emulato
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 2, done.stderr
     summary = orjson.loads(done.stdout.strip().splitlines()[-1])
-    assert summary == {"events": 100, "delivered": 97, "filtered": 0, "invalid": 3, "dead_lettered": 0,
+    assert summary.pop("connections") == {"metronome": summary}, "one connection: its counts are the totals"
+    assert summary == {"events": 100, "delivered": 97, "filtered": 0, "invalid": 3, "dead_lettered": 0, "kept": 0,
                        "requests": summary["requests"]}
     assert emulator.stored == good(events)
     text = lines.splitlines()
@@ -202,7 +203,7 @@ def test_consume_delivers_the_97_commits_everything_and_dead_letters_the_three(
         if worker.process.poll() is None:
             worker.kill()
     assert emulator.stored == good(events)
-    assert summary == {"events": 100, "delivered": 97, "filtered": 0, "invalid": 3, "dead_lettered": 0,
+    assert summary == {"events": 100, "delivered": 97, "filtered": 0, "invalid": 3, "dead_lettered": 0, "kept": 0,
                        "requests": summary["requests"]}
     letters = [orjson.loads(m.value() or b"") for m in read_topic(broker, dead_topic, 1, expected=3)]
     assert_poison_letters(letters, events, lambda i: values[i].decode())
@@ -310,27 +311,28 @@ def test_the_service_worker_settles_every_queued_row_whatever_it_holds(
 ) -> None:
     """Rows as a damaged or hostile queue may hold them: each is settled once; none is returned to the queue."""
     mapping = mapping_for_property
-    queue = Queue(tmp_path_factory.mktemp("queue"))
+    queue = Queue(tmp_path_factory.mktemp("queue"), [mapping.name])
     try:
         queue.put(bodies)
-        health = Health()
+        health = Health([mapping.name])
         stop = threading.Event()
         sender = Sender(mapping, policy=RetryPolicy(max_duration=5.0))
         worker = Worker("worker-test", mapping, queue, sender, Metrics(queue, health),
-                        CredentialGate(health, lambda: ("valid", "")), stop, retry_for=0.0)
+                        CredentialGate(health, mapping.name, lambda: ("valid", "")), stop, retry_for=0.0)
         try:
-            while queue.stats().depth:
-                claimed = queue.claim(100, 60.0)
+            while queue.stats().connections[mapping.name].depth:
+                claimed = queue.claim(mapping.name, 100, 60.0)
                 assert claimed, "rows are due again at once: nothing may wait"
                 worker.process(claimed)
         finally:
             sender.close()
         stats = queue.stats()
-        assert stats.depth == 0
-        assert stats.counters["received"] == len(bodies) == sum(stats.counters[c] for c in CATEGORIES)
-        assert stats.counters["retried"] == 0, "no row went back to the queue"
+        lane = stats.connections[mapping.name]
+        assert lane.depth == 0 and stats.events == 0
+        assert lane.counters["received"] == len(bodies) == sum(lane.counters[c] for c in CATEGORIES)
+        assert lane.counters["retried"] == 0, "no row went back to the queue"
         letters = list(queue.dead_letters())
-        assert len(letters) == stats.counters["invalid"] + stats.counters["dead_lettered"], "one dead letter per event not delivered"
+        assert len(letters) == lane.counters["invalid"] + lane.counters["dead_lettered"], "one dead letter per event not delivered"
     finally:
         queue.close()
 
@@ -359,20 +361,20 @@ def test_a_payload_that_cannot_be_encoded_is_dead_lettered_and_its_batch_settles
     events = track_events(20, seed=14, prefix="sum")
     for i, event in enumerate(events):
         event["properties"] = {"n": [9 * 10**18] * 3 if i == 7 else [1, 2]}  # 2.7e19: past the 64-bit range
-    queue = Queue(tmp_path / "queue")
+    queue = Queue(tmp_path / "queue", [mapping.name])
     try:
         queue.put([orjson.dumps(e) for e in events])
-        health = Health()
+        health = Health([mapping.name])
         sender = Sender(mapping, policy=RetryPolicy(max_duration=5.0))
         worker = Worker("worker-test", mapping, queue, sender, Metrics(queue, health),
-                        CredentialGate(health, lambda: ("valid", "")), threading.Event(), retry_for=0.0)
+                        CredentialGate(health, mapping.name, lambda: ("valid", "")), threading.Event(), retry_for=0.0)
         try:
-            worker.process(queue.claim(100, 60.0))
+            worker.process(queue.claim(mapping.name, 100, 60.0))
         finally:
             sender.close()
-        stats = queue.stats()
-        assert stats.depth == 0 and stats.counters["retried"] == 0
-        assert (stats.counters["delivered"], stats.counters["dead_lettered"]) == (19, 1)
+        lane = queue.stats().connections[mapping.name]
+        assert lane.depth == 0 and lane.counters["retried"] == 0
+        assert (lane.counters["delivered"], lane.counters["dead_lettered"]) == (19, 1)
         (letter,) = queue.dead_letters()
         assert "could not be encoded" in letter["reason"] and letter["event"]["messageId"] == "sum-7"
         assert letter["payload"]["transaction_id"] == "sum-7", "the payload is kept, though orjson cannot encode it"

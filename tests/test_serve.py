@@ -37,10 +37,11 @@ with warnings.catch_warnings():  # Starlette >= 1.x prefers httpx2 for its TestC
 
 from destinations.metronome.emulator import Faults, MetronomeEmulator
 from engine.errors import ConfigError
-from engine.intake import EVENT_LIMIT, REQUEST_LIMIT, create_app
 from engine.config.mappingfile import load_mapping_file
-from engine.queue import CATEGORIES, DB_NAME, Queue
-from engine.serve import WRITE_KEYS_ENV, write_keys
+from engine.runtime.serve.intake import EVENT_LIMIT, REQUEST_LIMIT, create_app
+from engine.runtime.serve.queue import CATEGORIES, Queue
+from engine.runtime.serve.service import WRITE_KEYS_ENV, write_keys
+from engine.runtime.serve.storage import DB_NAME
 from tests.conftest import Run, expected_payload, free_port
 
 TOKEN = "mtr-serve-test-token-93b1c7"
@@ -48,6 +49,7 @@ WRITE_KEY = "wk-serve-test-4d2a"
 FILE_KEY = "wk-from-mapping-file-7e51c0"  # read from ${FILE_WRITE_KEY} by a mapping file's write_keys
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 STARTUP = 60.0  # seconds a service may take to answer /health (generous: a busy machine starts Python slowly)
+CONNECTION = "mapping"  # the connection of write_mapping's mapping.yaml: its file's stem
 
 
 # -- events and payloads ---------------------------------------------------------------
@@ -136,9 +138,26 @@ class Service:
         raise AssertionError(f"the queue did not drain in {timeout} s: {self.metrics()}")
 
 
+def metrics_by_connection(text: str) -> dict[str, dict[str, float]]:
+    """Samples by connection label, then name (histogram buckets left out), through prometheus_client's own parser."""
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            assert set(sample.labels) <= {"connection", "le"}, sample
+            if "le" not in sample.labels:
+                out.setdefault(sample.labels["connection"], {})[sample.name] = sample.value
+    return out
+
+
 def parse_metrics(text: str) -> dict[str, float]:
-    """Unlabelled samples by name, through prometheus_client's own text-format parser."""
-    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples if not s.labels}
+    """Every sample summed over the connections, by name (with one connection: its values); each connection's
+    counts checked to add up on the way."""
+    total: dict[str, float] = {}
+    for samples in metrics_by_connection(text).values():
+        assert_adds_up(samples)
+        for name, value in samples.items():
+            total[name] = total.get(name, 0.0) + value
+    return total
 
 
 def assert_adds_up(metrics: dict[str, float]) -> None:
@@ -291,7 +310,8 @@ def test_every_acknowledged_event_is_delivered_exactly_once_through_kill_9_and_f
         assert running.terminate() == 0
     queue = Queue(running.data_dir)
     try:
-        assert queue.stats().depth == 0
+        stats = queue.stats()
+        assert list(stats.connections) == [CONNECTION] and stats.connections[CONNECTION].depth == 0 and stats.events == 0
     finally:
         queue.close()
 
@@ -304,9 +324,9 @@ def test_a_restart_resumes_rows_a_dead_worker_left_leased(
 ) -> None:
     running = service(emulator.base_url)
     events = [track(f"leased-{i}") for i in range(30)]
-    queue = Queue(running.data_dir)
+    queue = Queue(running.data_dir, [CONNECTION])
     queue.put([orjson.dumps(e) for e in events])
-    assert len(queue.claim(20, lease_seconds=3600)) == 20  # a worker took them, then its process died
+    assert len(queue.claim(CONNECTION, 20, lease_seconds=3600)) == 20  # a worker took them, then its process died
     queue.close()
     running.start()
     metrics = running.drain()
@@ -335,7 +355,7 @@ def test_sigterm_releases_in_flight_work_and_exits_0(emulator: MetronomeEmulator
 
 def _leased(data_dir: Path) -> bool:
     with sqlite3.connect(data_dir / DB_NAME) as db:
-        return db.execute("SELECT COUNT(*) FROM events WHERE lease > 0").fetchone()[0] > 0
+        return db.execute("SELECT COUNT(*) FROM lanes WHERE lease > 0").fetchone()[0] > 0
 
 
 def test_a_corrupted_queue_file_is_a_clear_startup_error_and_is_left_untouched(cli: Callable[..., Run], tmp_path: Path) -> None:
@@ -442,18 +462,18 @@ def test_write_keys_are_every_source_at_once_secret_and_never_empty(tmp_path: Pa
 
 @pytest.fixture
 def intake(tmp_path: Path) -> Iterator[tuple[TestClient, Queue]]:
-    queue = Queue(tmp_path / "intake")
+    queue = Queue(tmp_path / "intake", [CONNECTION])
     with TestClient(create_app(queue, [WRITE_KEY, "second-key"]), raise_server_exceptions=False) as client:
         yield client, queue
     queue.close()
 
 
 def received(queue: Queue) -> int:
-    return queue.stats().counters["received"]
+    return queue.stats().connections[CONNECTION].counters["received"]
 
 
 def stored_events(queue: Queue) -> list[dict[str, Any]]:
-    claimed = queue.claim(10_000, 60)
+    claimed = queue.claim(CONNECTION, 10_000, 60)
     return [orjson.loads(row.body) for row in claimed]
 
 
@@ -489,7 +509,7 @@ def test_a_bad_request_gets_a_4xx_with_a_message_and_queues_nothing(intake: tupl
     assert response.status_code == status
     assert message in response.json()["message"]
     assert response.json()["success"] is False
-    assert received(queue) == 0 and queue.stats().depth == 0
+    assert received(queue) == 0 and queue.stats().connections[CONNECTION].depth == 0 and queue.stats().events == 0
 
 
 def test_the_limits_are_segments_exactly(intake: tuple[TestClient, Queue]) -> None:
@@ -530,7 +550,8 @@ def test_events_are_stored_as_received_with_type_message_id_and_received_at(inta
 
 def test_health_and_metrics_of_an_idle_intake(intake: tuple[TestClient, Queue]) -> None:
     client, queue = intake
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {
+        "status": "ok", "connections": {CONNECTION: {"state": "delivering", "queued": 0, "oldest_age_seconds": 0.0}}}
     metrics = parse_metrics(client.get("/metrics").text)
     assert metrics["actionmap_queue_depth"] == 0 and metrics["actionmap_credential_refused"] == 0
     assert_adds_up(metrics)
@@ -602,8 +623,8 @@ def test_metrics_add_up_across_every_fate_and_dead_letters_can_be_listed_and_rep
 
     listed = cli("dead-letters", "list", "--data-dir", str(running.data_dir))  # alongside the running service
     letters = [orjson.loads(line) for line in listed.out.splitlines()]
-    assert listed.code == 0 and {l["event"]["messageId"]: l["subscription"] for l in letters} == {
-        "invalid-1": "Usage events", "too-old-1": "Usage events"}
+    assert listed.code == 0 and {l["event"]["messageId"]: (l["connection"], l["subscription"]) for l in letters} == {
+        "invalid-1": (CONNECTION, "Usage events"), "too-old-1": (CONNECTION, "Usage events")}
     reasons = {l["event"]["messageId"]: l["reason"] for l in letters}
     assert "customer_id" in reasons["invalid-1"] and "older than the destination accepts" in reasons["too-old-1"]
     assert TOKEN not in listed.out
@@ -611,7 +632,7 @@ def test_metrics_add_up_across_every_fate_and_dead_letters_can_be_listed_and_rep
     # the mapping still cannot bill an event without a customer: only the old one is queued again
     mapping = tmp_path / "mapping.yaml"
     replayed = cli("dead-letters", "replay", "--data-dir", str(running.data_dir), "-m", str(mapping))
-    assert replayed.code == 0 and orjson.loads(replayed.out) == {"dead_letters": 1, "events_queued": 1}
+    assert replayed.code == 0 and orjson.loads(replayed.out) == {"dead_letters": 1, "events_queued": 1, "connections": {CONNECTION: 1}}
     metrics = running.drain()
     assert_adds_up(metrics)
     assert metrics["actionmap_events_received_total"] == 6 and metrics["actionmap_events_dead_lettered_total"] == 2
@@ -619,17 +640,26 @@ def test_metrics_add_up_across_every_fate_and_dead_letters_can_be_listed_and_rep
     assert [orjson.loads(line)["event"]["messageId"] for line in remaining] == ["invalid-1", "too-old-1"]
 
 
+def _state(running: Service) -> tuple[int, dict[str, Any]]:
+    answer = httpx.get(running.url + "/health", timeout=10.0)
+    return answer.status_code, answer.json()["connections"][CONNECTION]
+
+
 def test_a_refused_credential_pauses_delivery_keeps_the_events_and_shows_in_health(
     emulator: MetronomeEmulator, service: Callable[..., Service]
 ) -> None:
+    """Health stays 200 (the intake still accepts: one connection's credential must not turn clients away) and
+    its body says which connection is refused and why."""
     running = service(emulator.base_url, token="not-the-right-token-0000").start()
     events = [track(f"kept-{i}") for i in range(10)]
     assert running.post("/v1/batch", {"batch": events}).status_code == 200
-    wait_for(lambda: httpx.get(running.url + "/health").status_code == 503, what="health to report the refusal")
-    health = httpx.get(running.url + "/health").json()
-    assert "refused the credential" in health["credential"] and "not-the-right-token" not in str(health)
+    wait_for(lambda: _state(running)[1]["state"] == "credential refused", what="health to report the refusal")
+    status, state = _state(running)
+    assert status == 200 and state["queued"] == 10 and state["oldest_age_seconds"] > 0
+    assert "refused the credential" in state["refused"] and "not-the-right-token" not in running.log.read_text() + str(state)
+    assert running.post("/v1/batch", {"batch": [track("accepted-while-refused")]}).status_code == 200
     metrics = running.metrics()
-    assert metrics["actionmap_credential_refused"] == 1 and metrics["actionmap_queue_depth"] == 10
+    assert metrics["actionmap_credential_refused"] == 1 and metrics["actionmap_queue_depth"] == 11
     assert metrics["actionmap_events_dead_lettered_total"] == 0 and metrics["actionmap_queue_oldest_age_seconds"] > 0
     assert_adds_up(metrics)
     assert emulator.stored == {}

@@ -6,80 +6,13 @@ The engine has no webhook-specific code: this plugin is YAML plus one Python hoo
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
-
-from engine.deadletters import DeadLetterFile
-from engine.delivery import RetryPolicy, Sender
-from engine.events import Event
 from engine.config.mappingfile import load_mapping_file
-from engine.pipeline import Pipeline
-from engine.send import Delivery
-
-SECRET = "whsec-test-8c1f"
-API_KEY = "key-test-77aa"
-
-
-@dataclass
-class Receiver:
-    """What the receiving side saw; ``fail_first`` answers 503 that many times; events with bad=true get 400."""
-
-    fail_first: int = 0
-    received: list[dict] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    url: str = ""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _handle(self) -> None:
-        receiver: Receiver = self.server.receiver  # type: ignore[attr-defined]
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        signed = hmac.compare_digest(self.headers.get("X-Signature-SHA256", ""), expected)
-        with receiver.lock:
-            record = {"method": self.command, "body": json.loads(body), "signed": signed,
-                      "key": self.headers.get("X-Api-Key"), "content_type": self.headers.get("Content-Type")}
-            if receiver.fail_first > 0:
-                receiver.fail_first -= 1
-                status = 503
-            else:
-                items = record["body"] if isinstance(record["body"], list) else [record["body"]]
-                status = 400 if any(item.get("bad") for item in items) else 200
-            record["status"] = status
-            receiver.received.append(record)
-        answer = b'{"message": "bad event in the batch"}' if status == 400 else b"{}"
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    do_POST = do_PUT = do_PATCH = _handle
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.receiver = Receiver()  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"  # type: ignore[attr-defined]
-    yield server.receiver  # type: ignore[attr-defined]
-    server.shutdown()
-    server.server_close()
-
+from engine.delivery import RetryPolicy, Sender
+from engine.runtime.send import send_events
+from tests.conftest import WEBHOOK_KEY as API_KEY, WEBHOOK_SECRET as SECRET, Receiver
 
 def _mapping(tmp_path: Path, receiver: Receiver, batch_size: int, method: str = "POST", data: str = "") -> Path:
     path = tmp_path / "webhook.yaml"
@@ -105,8 +38,7 @@ def _run(path: Path, events: list[dict], tmp_path: Path):
     mapping = load_mapping_file(path, env={"HOOK_SECRET": SECRET})
     sender = Sender(mapping, policy=RetryPolicy(base=0.005, cap=0.02, max_duration=5))
     dead_path = tmp_path / "dead.ndjson"
-    with DeadLetterFile(dead_path, mapping.settings) as dead:
-        summary = Delivery(Pipeline(mapping), sender, dead).run(Event(i, i + 1, e) for i, e in enumerate(events))
+    summary = send_events(mapping, events, dead_letters=dead_path, sender=sender)
     sender.close()
     return summary, dead_path.read_text() if dead_path.exists() else ""
 

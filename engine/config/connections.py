@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import orjson
 
 from engine.config.definitions import Catalog
-from engine.config.mappingfile import MappingFile, connection_name, load_mapping_document
+from engine.config.mappingfile import MASK, MappingFile, connection_name, load_mapping_document
 from engine.config.yamlsource import load_file
 from engine.errors import ConfigError, ConfigErrors
 
@@ -86,3 +86,16 @@ def _settings_of(catalog: Catalog, data: Any) -> frozenset[str]:
         return frozenset(catalog.get(data["destination"]).settings)
     except (ConfigError, KeyError, TypeError):
         return frozenset()
+
+
+class Secrets:
+    """Every secret of a deployment (each connection's secret settings and write keys), masked wherever output leaves."""
+
+    def __init__(self, mappings: Sequence[MappingFile]) -> None:
+        found = {value for m in mappings for value in (*m.settings.secrets, *m.write_keys) if value}
+        self._values = sorted(found, key=len, reverse=True)  # a longer secret first: it may contain a shorter one
+
+    def redact(self, text: str) -> str:
+        for secret in self._values:
+            text = text.replace(secret, MASK)
+        return text

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from engine.config import schemas
 from engine.config.definitions import Action, Catalog, Destination, Setting
 from engine.errors import ConfigError, ConfigErrors
-from engine.lang.fields import FieldSet, compile_fields
+from engine.lang.fields import FieldSet
 from engine.lang.mapping import Node, compile_mapping
 from engine.lang.trigger import Trigger, compile_trigger
 from engine.config.yamlsource import Document, join_pointer, load_file
@@ -49,12 +49,12 @@ class Settings:
 
     def redact(self, text: str) -> str:
         """``text`` with every secret value (each value of a secret object) replaced by a mask."""
-        for secret in self._secrets:
+        for secret in self.secrets:
             text = text.replace(secret, MASK)
         return text
 
     @property
-    def _secrets(self) -> list[str]:
+    def secrets(self) -> list[str]:
         found: list[str] = []
         for name in self.secret_names:
             value = self.values.get(name)
@@ -215,26 +215,27 @@ def _subscription(doc: Document, dest: Destination, settings: Settings, index: i
     if action is None:
         known = ", ".join(dest.actions)
         raise doc.place(ConfigError(f'unknown action "{data["action"]}" for {dest.slug} (actions: {known})', pointer + "/action"))
+    fields = action.checks
     try:
         trigger = action.default_trigger if "trigger" not in data else compile_trigger(data["trigger"], pointer + "/trigger")
         mapping = dict(action.defaults)
         for name, value in data.get("mapping", {}).items():
-            if name not in action.fields:
-                known = ", ".join(action.fields)
+            if name not in fields.names:
                 raise doc.place(
-                    ConfigError(f'unknown field "{name}" for action {action.slug} (fields: {known})', join_pointer(pointer + "/mapping", name)),
+                    ConfigError(f'unknown field "{name}" for action {action.slug} (fields: {", ".join(fields.names)})',
+                                join_pointer(pointer + "/mapping", name)),
                     key=True,
                 )
             mapping[name] = compile_mapping(value, join_pointer(pointer + "/mapping", name))
-        mapping = {name: mapping[name] for name in action.fields if name in mapping}
-        unmapped = [n for n, decl in action.fields.items() if decl.get("required") and n not in mapping]
+        mapping = {name: mapping[name] for name in fields.names if name in mapping}
+        unmapped = [name for name in fields.names if name in fields.required and name not in mapping]
         if unmapped:
             raise ConfigError(
                 f"required field {unmapped[0]} of {action.slug} has no default mapping: map it under mapping:", pointer
             )
-        checks = compile_fields(action.fields, "", {name: node.source for name, node in mapping.items()})
     except ConfigError as error:
         raise doc.place(error) from None
+    checks = fields.mapped_by({name: node.source for name, node in mapping.items()})
     default_size = settings.values.get(action.size_setting, action.max_batch_size) if action.size_setting else action.max_batch_size
     batch_size = data.get("batch_size", default_size)
     if batch_size > action.max_batch_size:

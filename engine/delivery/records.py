@@ -33,6 +33,7 @@ class DeadLetter:
     time: str = field(default_factory=lambda: utc_text(datetime.now(timezone.utc)))
     raw: str | None = None
     exhausted: bool = False  # the retry budget ran out: a later attempt may still deliver it
+    connection: str = ""  # set by the connection's batcher; "" for input that reached no connection
 
     @classmethod
     def of(cls, subscription: str, item: Outgoing, reason: str, status: int | None = None, attempts: int = 0,
@@ -42,7 +43,7 @@ class DeadLetter:
 
     def record(self) -> dict[str, Any]:
         """The JSON record of a dead-letter line (``raw`` only when there is one)."""
-        record = asdict(self)
+        record = {"connection": self.connection, **asdict(self)}
         del record["exhausted"]
         if self.raw is None:
             del record["raw"]

@@ -11,19 +11,17 @@ from typing import Any, Callable, Iterator
 
 import orjson
 
-from engine.config.definitions import Hook
+from engine.config.definitions import Hook, settings_template
 from engine.config.mappingfile import MappingFile, Settings, Subscription
 from engine.delivery.records import DeadLetter, Outgoing
 from engine.errors import ConfigError
-from engine.lang.mapping import compile_mapping
 
 DeadLetterSink = Callable[[DeadLetter], None]
 
 
 def render(template: str, settings: Settings) -> str:
-    """A URL or header template over settings (``{{settings.base_url}}/v1/ingest``)."""
-    value = compile_mapping({"@template": template}).evaluate({"settings": settings.values})
-    return str(value)
+    """A plugin's URL, method or header template over settings (``{{settings.base_url}}/v1/ingest``), checked when it loaded."""
+    return settings_template(template)(settings.values)
 
 
 def _header_problem(name: str, value: object) -> str | None:
@@ -115,7 +113,7 @@ class Requests:
         except Exception as exc:
             if len(items) == 1:
                 reason = f"could not be encoded for sending ({type(exc).__name__}: {exc})"
-                dead_letter(DeadLetter.of(sub.name, items[0], self.settings.redact(reason)))
+                dead_letter(DeadLetter.of(sub.name, items[0], reason))  # masked where it leaves (its sink)
                 return
             middle = len(items) // 2
             yield from self.encoded(sub, target, items[:middle], dead_letter)

@@ -8,14 +8,18 @@ rejected batch (400, 404, 413, 422) is split in halves until each rejected paylo
 stands alone and is dead-lettered with the server's message, so one poisoned event
 costs at most ``1 + 2 * ceil(log2(n))`` requests and never blocks the others. A
 refused credential (401, 403) stops delivery: the payloads are kept, not dead-lettered.
+
+One result comes back from a send (:class:`Sent`); stopping is a signal the
+sender's waits check (:data:`Wait`), never an exception raised out of a sleep.
 """
 
 from __future__ import annotations
 
 import email.utils
 import random
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Literal
 
@@ -23,10 +27,9 @@ import httpx
 
 from engine.config.mappingfile import MappingFile, Subscription
 from engine.delivery.records import DeadLetter, Outgoing
-from engine.delivery.requests import DeadLetterSink, Requests, Target, render
-from engine.errors import ActionmapError
+from engine.delivery.requests import Requests, Target, render
 
-Kind = Literal["ok", "retry", "reject", "unauthorized"]
+Kind = Literal["ok", "retry", "reject", "unauthorized", "stopped"]
 RETRYABLE = frozenset({408, 429})
 REJECTED = frozenset({400, 404, 413, 422})
 UNAUTHORIZED = frozenset({401, 403})
@@ -34,16 +37,37 @@ _MESSAGE_LIMIT = 500
 CONNECT_TIMEOUT = 5.0
 
 
-class Unauthorized(ActionmapError):
-    """The destination refused the credential; nothing more is sent to it."""
+Wait = Callable[[float], bool]
+"""Waits up to that many seconds; True when delivery must stop now (the service stops): the stop signal the sender checks."""
 
-    def __init__(self, destination: str, status: int, message: str) -> None:
-        super().__init__(
-            f"{destination} refused the credential ({status}: {message}); delivery stopped. "
-            "Undelivered events were kept, not dead-lettered; they keep their ids, so sending them "
-            "again once the credential is fixed bills nothing twice."
-        )
-        self.status = status
+
+def sleep_through(seconds: float) -> bool:
+    """The wait of a sender nobody stops (``send``, library mode): sleeps, never asks to stop."""
+    time.sleep(seconds)
+    return False
+
+
+@dataclass
+class Sent:
+    """What became of one batch, every payload in exactly one list.
+
+    ``exhausted`` payloads met only retryable answers until the retry budget ran
+    out (a later attempt may deliver them); ``kept`` ones were not decided because
+    the credential was refused (``refused`` says how) or the sender was stopped.
+    """
+
+    delivered: list[Outgoing] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    exhausted: list[DeadLetter] = field(default_factory=list)
+    kept: list[Outgoing] = field(default_factory=list)
+    refused: str | None = None
+    stopped: bool = False
+    requests: int = 0
+    retries: int = 0
+
+    @property
+    def halted(self) -> bool:
+        return self.stopped or self.refused is not None
 
 
 @dataclass(frozen=True)
@@ -67,25 +91,28 @@ class TokenBucket:
         rate: float,
         burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.rate = rate
         self.burst = max(burst or rate, 1.0)
         self.tokens = self.burst
-        self.clock, self.sleep = clock, sleep
+        self.clock = clock
         self.stamp = clock()
+        self._lock = threading.Lock()  # one bucket may pace the workers of one connection together
 
-    def take(self, count: int) -> None:
-        """Wait until ``count`` events may go (a request larger than the burst waits for a full bucket)."""
+    def take(self, count: int, wait: Wait = sleep_through) -> bool:
+        """Wait until ``count`` events may go (a request larger than the burst waits for a full bucket); False when stopped."""
         need = min(float(count), self.burst)
         while True:
-            now = self.clock()
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            if self.tokens >= need:
-                self.tokens -= count
-                return
-            self.sleep((need - self.tokens) / self.rate)
+            with self._lock:
+                now = self.clock()
+                self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= need:
+                    self.tokens -= count
+                    return True
+                pause = (need - self.tokens) / self.rate
+            if wait(pause):
+                return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +173,7 @@ def classify(response: httpx.Response) -> Answer:
 
 
 class Sender:
-    """Delivers batches for one mapping file; counts requests, retries and delivered payloads; never sends a secret anywhere else."""
+    """Sends batches for one connection and says what became of each payload (:class:`Sent`); it sends a secret nowhere but the destination."""
 
     def __init__(
         self,
@@ -156,21 +183,17 @@ class Sender:
         policy: RetryPolicy = RetryPolicy(),
         pace: TokenBucket | None = None,
         rng: random.Random | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        wait: Wait = sleep_through,
         clock: Callable[[], float] = time.monotonic,
         timeout: httpx.Timeout = httpx.Timeout(30.0, connect=CONNECT_TIMEOUT),
     ) -> None:
         self.mapping_file = mapping_file
-        self.settings = mapping_file.settings
         self._client = client
         self._timeout = timeout
         self.policy = policy
         self.pace = pace
         self.rng = rng or random.Random()
-        self.sleep, self.clock = sleep, clock
-        self.requests = 0  # running totals, read by the caller before and after each batch
-        self.retries = 0
-        self.delivered = 0
+        self.wait, self.clock = wait, clock
         self.rendering = Requests(mapping_file)
 
     @property
@@ -184,57 +207,60 @@ class Sender:
         if self._client is not None:
             self._client.close()
 
-    def requests_for(self, sub: Subscription, items: list[Outgoing], dead_letter: DeadLetterSink) -> list[dict[str, Any]]:
-        """The exact requests a batch becomes, secrets masked (``Requests.preview``): what ``--dry-run`` prints."""
-        return self.rendering.preview(sub, items, dead_letter)
+    def preview(self, sub: Subscription, items: list[Outgoing]) -> tuple[list[dict[str, Any]], Sent]:
+        """The exact requests a batch becomes, secrets masked, and nothing sent: what ``--dry-run`` prints."""
+        sent = Sent()
+        requests = self.rendering.preview(sub, items, sent.dead.append)
+        refused = {letter.index for letter in sent.dead}
+        sent.kept = [item for item in items if item.position not in refused]
+        return requests, sent
 
-    def deliver(self, sub: Subscription, items: list[Outgoing], dead_letter: DeadLetterSink) -> None:
-        """Send one batch: each payload is counted in ``delivered`` or handed to ``dead_letter`` as soon as its fate is known.
-
-        Raises :class:`Unauthorized`; what was decided before that (delivered halves,
-        rejected events of a bisection) is already counted and dead-lettered, so
-        nothing is lost or reported twice when delivery stops.
-        """
+    def send(self, sub: Subscription, items: list[Outgoing]) -> Sent:
+        """Send one batch (bisecting what the server rejects) and say what became of every payload."""
+        sent = Sent()
+        if not items:  # nothing to send: an empty request would be rejected, and halving it never ends
+            return sent
         target = self.rendering.targets[sub.name]
         for group in self.rendering.groups(target, items):
-            for encodable, body, headers in self.rendering.encoded(sub, target, group, dead_letter):
-                self._bisect(sub, target, encodable, body, headers, dead_letter)
+            for encodable, body, headers in self.rendering.encoded(sub, target, group, sent.dead.append):
+                self._bisect(sub, target, encodable, body, headers, sent)
+        return sent
 
-    def _bisect(
-        self, sub: Subscription, target: Target, items: list[Outgoing], body: bytes, headers: dict[str, str],
-        dead_letter: DeadLetterSink,
-    ) -> None:
-        answer, attempts = self._post(target, len(items), body, headers)
+    def _bisect(self, sub: Subscription, target: Target, items: list[Outgoing], body: bytes, headers: dict[str, str],
+                sent: Sent) -> None:
+        if sent.halted:  # the credential was refused or the sender stopped: the rest is kept, undecided
+            sent.kept.extend(items)
+            return
+        answer, attempts = self._post(target, len(items), body, headers, sent)
         if answer.kind == "ok":
-            self.delivered += len(items)
+            sent.delivered.extend(items)
+        elif answer.kind == "stopped":
+            sent.stopped = True
+            sent.kept.extend(items)
         elif answer.kind == "unauthorized":
-            raise Unauthorized(self.mapping_file.destination.name, answer.status or 0, self.settings.redact(answer.message))
+            sent.refused = f"{self.mapping_file.destination.name} refused the credential ({answer.status}: {answer.message})"
+            sent.kept.extend(items)
         elif answer.kind == "retry":  # the retry budget ran out
             last = " ".join(str(part) for part in (answer.status, answer.message) if part)
             reason = f"retries exhausted after {attempts} attempts (retry budget {self.policy.max_duration:g} s); last answer: {last}"
-            for item in items:
-                dead_letter(self._dead(sub, item, reason, answer.status, attempts, exhausted=True))
+            sent.exhausted.extend(DeadLetter.of(sub.name, item, reason, answer.status, attempts, exhausted=True) for item in items)
         elif len(items) == 1:
-            dead_letter(self._dead(sub, items[0], f"rejected by the server: {answer.message}", answer.status, attempts))
+            sent.dead.append(DeadLetter.of(sub.name, items[0], f"rejected by the server: {answer.message}", answer.status, attempts))
         else:
             middle = len(items) // 2
             for half in (items[:middle], items[middle:]):
-                for encodable, half_body, half_headers in self.rendering.encoded(sub, target, half, dead_letter):
-                    self._bisect(sub, target, encodable, half_body, half_headers, dead_letter)
+                for encodable, half_body, half_headers in self.rendering.encoded(sub, target, half, sent.dead.append):
+                    self._bisect(sub, target, encodable, half_body, half_headers, sent)
 
-    def _dead(self, sub: Subscription, item: Outgoing, reason: str, status: int | None, attempts: int,
-              exhausted: bool = False) -> DeadLetter:
-        return DeadLetter.of(sub.name, item, self.settings.redact(reason), status, attempts, exhausted)
-
-    def _post(self, target: Target, count: int, body: bytes, headers: dict[str, str]) -> tuple[Answer, int]:
-        """Send until a final answer or the retry budget is spent; the answer and the attempts made."""
+    def _post(self, target: Target, count: int, body: bytes, headers: dict[str, str], sent: Sent) -> tuple[Answer, int]:
+        """Send until a final answer, the retry budget is spent or the wait says stop; the answer and the attempts made."""
         started = self.clock()
         attempt = 0
         while True:
+            if self.pace is not None and not self.pace.take(count, self.wait):
+                return Answer("stopped", None, ""), attempt
             attempt += 1
-            if self.pace is not None:
-                self.pace.take(count)
-            self.requests += 1
+            sent.requests += 1
             try:
                 answer = classify(self.client.request(target.method, target.url, content=body, headers=headers))
             except httpx.TimeoutException as exc:
@@ -248,8 +274,9 @@ class Sender:
                 wait = max(wait, min(answer.retry_after, self.policy.max_retry_after))
             if self.clock() - started + wait > self.policy.max_duration:
                 return answer, attempt
-            self.retries += 1
-            self.sleep(wait)
+            sent.retries += 1
+            if self.wait(wait):
+                return Answer("stopped", None, ""), attempt
 
 
 def check_credential(mapping_file: MappingFile, client: httpx.Client | None = None) -> tuple[str, str]:

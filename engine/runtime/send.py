@@ -1,236 +1,226 @@
-"""``actionmap send``: events in, payloads delivered in batches, a summary out.
+"""``actionmap send``: events in, delivered to every connection, one summary out.
 
-Streams: events are read one at a time and batches are flushed as they fill, so
-memory holds at most one open batch per subscription whatever the input's size.
-Every event ends in exactly one count of the summary (per subscription it feeds):
-delivered, invalid (dead-lettered with the mapping or field problem) or
-dead-lettered (refused before sending by a window check, or by the server); an
-event that feeds no subscription counts once as filtered.
+Each connection is a *lane*, a thread that feeds its own :class:`~engine.delivery.batcher.Batcher`,
+so a destination that is down, slow or refusing its credential never holds up
+another. From a file, every lane reads the file itself (memory stays flat
+however far apart the lanes are); from a pipe, one reader hands each event to
+every lane through a bounded buffer (``LANE_BUFFER`` events), so a lane that
+falls that far behind holds the reader.
+
+Every event counts once per connection in exactly one of: delivered, filtered,
+invalid, dead-lettered or kept (not sent: a refused credential, a dry run, a
+stop); the totals add the connections' counts.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import sys
 import threading
-import time
-from dataclasses import asdict, dataclass
+from contextlib import AbstractContextManager, ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
+from engine.config.mappingfile import MappingFile
 from engine.deadletters import DeadLetterFile, json_text
-from engine.delivery import DeadLetter, Outgoing, Sender
-from engine.events import BadInput, Event
+from engine.delivery import Sender
+from engine.delivery.accounting import Fate, Summary, Tally
+from engine.delivery.batcher import Batcher
+from engine.events import BadInput, Event, Item
 from engine.limits import event_problem
-from engine.config.mappingfile import MappingFile, Subscription
-from engine.pipeline import Pipeline
-from engine.presend import compile_presend
 
+LANE_BUFFER = 10_000
+"""Events a lane may fall behind the reader of a pipe before the reader waits for it."""
+PROGRESS_EVERY = 0.25
 
-@dataclass
-class Summary:
-    events: int = 0
-    delivered: int = 0
-    filtered: int = 0
-    invalid: int = 0
-    dead_lettered: int = 0
-    requests: int = 0
-
-    def line(self) -> str:
-        return orjson.dumps(asdict(self)).decode()
+Feed = Callable[[], AbstractContextManager[Iterable[Item]]]
+"""Opens the input once more: every lane of a file reads it for itself."""
 
 
 class Progress:
     """A one-line progress display on a terminal; silent when output is piped."""
 
-    def __init__(self, stream: IO[str] = sys.stderr, every: float = 0.25) -> None:
+    def __init__(self, stream: IO[str] = sys.stderr) -> None:
         self.stream = stream
         self.enabled = stream.isatty()
-        self.every = every
-        self.last = 0.0
 
     def show(self, summary: Summary, final: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not final and now - self.last < self.every):
+        if not self.enabled:
             return
-        self.last = now
-        end = "\n" if final else ""
         self.stream.write(
             f"\r{summary.events:,} events: {summary.delivered:,} delivered, {summary.filtered:,} filtered, "
-            f"{summary.invalid:,} invalid, {summary.dead_lettered:,} dead-lettered, {summary.requests:,} requests{end}"
+            f"{summary.invalid:,} invalid, {summary.dead_lettered:,} dead-lettered, {summary.kept:,} kept, "
+            f"{summary.requests:,} requests{chr(10) if final else ''}"
         )
         self.stream.flush()
 
 
-class Delivery:
-    """Batches payloads per subscription and hands full batches to the sender (or prints them on a dry run).
+_END = object()
+_QUIET = object()
 
-    Clock-dependent checks (a timestamp window) run as a batch leaves, against the
-    clock of that moment: a payload may wait in an open batch for as long as its
-    input takes to fill it, and must be judged when it is sent, not when it was read.
-    """
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        sender: Sender,
-        dead_letters: DeadLetterFile,
-        *,
-        dry_run: IO[bytes] | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-        progress: Progress | None = None,
-        on_sent: Callable[[list[Outgoing]], None] | None = None,
-    ) -> None:
-        self.pipeline = pipeline
-        self.sender = sender
-        self.dead_letters = dead_letters
-        self.dry_run = dry_run
-        self.now = now
-        self.progress = progress
-        self.on_sent = on_sent
-        self.summary = Summary()
-        subs = pipeline.subscriptions
-        self._batches: dict[str, list[Outgoing]] = {s.name: [] for s in subs}
-        self._subs = {s.name: s for s in subs}
-        self._presend = {s.name: compile_presend(s.action) for s in subs}
+class _Lane(threading.Thread):
+    """One connection's thread: takes events, feeds the batcher, counts and dead-letters each fate."""
 
-    def _dead(self, letter: DeadLetter, invalid: bool = False) -> None:
-        if invalid:
-            self.summary.invalid += 1
-        else:
-            self.summary.dead_lettered += 1
-        self.dead_letters.write(letter)
+    def __init__(self, batcher: Batcher, take: Callable[[], Any], dead: DeadLetterFile, tally: Tally,
+                 writes_unreadable: bool, stop: threading.Event) -> None:
+        super().__init__(name=f"actionmap-lane-{batcher.connection}", daemon=True)
+        self.batcher, self.take, self.dead, self.tally = batcher, take, dead, tally
+        self.writes_unreadable = writes_unreadable
+        self.stop = stop
+        self.error: BaseException | None = None
 
-    @property
-    def waiting(self) -> int:
-        """Payloads waiting in open batches."""
-        return sum(map(len, self._batches.values()))
-
-    def add(self, item: Event | BadInput) -> int:
-        """Map one input event and queue its payloads; send every batch that fills.
-
-        Returns how many of the event's payloads still wait in open batches: 0 means
-        its fate is settled (delivered, dead-lettered, filtered or invalid).
-        """
-        self.summary.events += 1
-        if isinstance(item, BadInput):
-            self._dead(DeadLetter("", item.position, None, None, f"input line {item.line}: {item.message}", raw=item.raw), invalid=True)
-            return 0
-        outcomes = self.pipeline.run(item.value)
-        if not outcomes:
-            self.summary.filtered += 1
-        waiting = 0
-        for outcome in outcomes:
-            name = outcome.subscription
-            if outcome.status != "ok":
-                self._dead(DeadLetter(name, item.position, item.value, outcome.payload, "; ".join(outcome.errors)), invalid=True)
-                continue
-            batch = self._batches[name]
-            batch.append(Outgoing(item.position, item.value, outcome.payload or {}))
-            if len(batch) >= self._subs[name].batch_size:
-                self._flush(self._subs[name])
-            else:
-                waiting += 1
-        if self.progress:
-            self.progress.show(self.summary)
-        return waiting
-
-    def _sendable(self, sub: Subscription, items: list[Outgoing]) -> list[Outgoing]:
-        """The items that pass the pre-send checks now; the others are dead-lettered with the reason."""
-        presend = self._presend[sub.name]
-        if presend is None:
-            return items
-        kept, refused = presend.split(items, self.now())
-        for item, reason in refused:
-            self._dead(DeadLetter.of(sub.name, item, reason))
-        return kept
-
-    def _flush(self, sub: Subscription) -> None:
-        """Send one subscription's open batch; then ``on_sent`` learns that its payloads are settled."""
-        taken, self._batches[sub.name] = self._batches[sub.name], []
-        self._send(sub, self._sendable(sub, taken))
-        if self.on_sent is not None and taken:
-            self.on_sent(taken)
-
-    def _send(self, sub: Subscription, items: list[Outgoing]) -> None:
-        if not items:
-            return
-        if self.dry_run is not None:
-            for request in self.sender.requests_for(sub, items, self._dead):
-                self.dry_run.write(orjson.dumps(request) + b"\n")
-                self.summary.requests += 1
-            return
-        requests, delivered = self.sender.requests, self.sender.delivered
+    def run(self) -> None:
         try:
-            self.sender.deliver(sub, items, self._dead)
-        finally:  # also when delivery stops on a refused credential: what was done is counted
-            self.summary.requests += self.sender.requests - requests
-            self.summary.delivered += self.sender.delivered - delivered
+            self._run()
+        except BaseException as error:  # reading failed (bad gzip, I/O): raised again where the lanes are awaited
+            self.error = error
 
-    def finish(self) -> Summary:
-        """Send what is left in every batch."""
-        for sub in self._subs.values():
-            self._flush(sub)
-        if self.progress:
-            self.progress.show(self.summary, final=True)
-        return self.summary
-
-    def run(self, items: Iterable[Event | BadInput], linger: float | None = None) -> Summary:
-        """Map and send every item; with ``linger``, open batches also leave once the input has been quiet that long.
-
-        Linger is for input that trickles in (a pipe, a tail): a reader thread hands
-        items over a bounded queue, so memory stays flat, and a pause in the input
-        sends what is waiting instead of holding it until a batch fills.
-        """
-        if linger is None:
-            for item in items:
-                self.add(item)
-            return self.finish()
-        handover: queue.Queue[Any] = queue.Queue(maxsize=1024)
-
-        def read() -> None:
-            try:
-                for item in items:
-                    handover.put(item)
-                handover.put(_END)
-            except BaseException as error:  # reading failed (bad gzip, I/O): raise it where it is awaited
-                handover.put(error)
-
-        threading.Thread(target=read, name="actionmap-reader", daemon=True).start()
-        while True:
-            try:
-                item = handover.get(timeout=linger)
-            except queue.Empty:
-                for sub in self._subs.values():
-                    self._flush(sub)
-                continue
+    def _run(self) -> None:
+        batcher = self.batcher
+        while not self.stop.is_set():
+            item = self.take()
             if item is _END:
-                return self.finish()
+                break
+            if item is _QUIET:  # the pipe went quiet: what waits leaves now
+                self._settle(batcher.flush())
+                continue
+            self.tally.events += 1
+            if isinstance(item, BadInput):
+                fate = batcher.unreadable(item.position, f"input line {item.line}: {item.message}", item.raw)
+                self.tally.count(fate)
+                if self.writes_unreadable:
+                    self.dead.write(fate.letters[0])
+                continue
+            self._settle(batcher.add(item.position, item.value))
+        self._settle(batcher.flush())
+
+    def _settle(self, fates: list[Fate]) -> None:
+        for fate in fates:
+            self.tally.count(fate)
+            for letter in [*fate.letters, *fate.waiting.values()]:
+                self.dead.write(letter)
+        self.tally.requests = self.batcher.requests
+
+
+def _from(items: Iterator[Item]) -> Callable[[], Any]:
+    return lambda: next(items, _END)
+
+
+def _fan_out(items: Iterable[Item], lanes: int, linger: float | None) -> list[Callable[[], Any]]:
+    """One reader thread handing every item to each lane's bounded buffer; a lane's take gives _QUIET after ``linger`` of quiet."""
+    buffers: list[queue.Queue[Any]] = [queue.Queue(maxsize=LANE_BUFFER) for _ in range(lanes)]
+
+    def read() -> None:
+        try:
+            for item in items:
+                for buffer in buffers:
+                    buffer.put(item)
+            end: Any = _END
+        except BaseException as error:
+            end = error
+        for buffer in buffers:
+            buffer.put(end)
+
+    threading.Thread(target=read, name="actionmap-reader", daemon=True).start()
+
+    def taker(buffer: queue.Queue[Any]) -> Callable[[], Any]:
+        def take() -> Any:
+            try:
+                item = buffer.get(timeout=linger)
+            except queue.Empty:
+                return _QUIET
             if isinstance(item, BaseException):
                 raise item
-            self.add(item)
+            return item
+        return take
+
+    return [taker(buffer) for buffer in buffers]
 
 
-_END = object()
-"""Marks the end of the input on the reader's queue."""
+def deliver(
+    batchers: Sequence[Batcher],
+    dead: DeadLetterFile,
+    *,
+    feed: Feed | None = None,
+    items: Iterable[Item] | None = None,
+    linger: float | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> Summary:
+    """Run every connection's lane over the input until it ends (or ``stop`` is set) and return the summary.
+
+    Give ``feed`` for input that can be opened again (a file: each lane reads it)
+    or ``items`` for input read once (a pipe, library mode). ``linger`` sends the
+    open batches once the input has been quiet that long. ``stop`` (Ctrl-C) ends
+    reading; what waits is sent if it can go at once and kept otherwise.
+    """
+    stop = stop or threading.Event()
+    summary = Summary({b.connection: Tally() for b in batchers})
+    with ExitStack() as readings:
+        if feed is not None:
+            takes = [_from(iter(readings.enter_context(feed()))) for _ in batchers]
+        elif len(batchers) == 1 and linger is None:
+            takes = [_from(iter(items or ()))]
+        else:
+            takes = _fan_out(items or (), len(batchers), linger)
+        lanes = [_Lane(b, take, dead, summary.connections[b.connection], i == 0, stop)
+                 for i, (b, take) in enumerate(zip(batchers, takes))]
+        for lane in lanes:
+            lane.start()
+        try:
+            for lane in lanes:
+                while lane.is_alive():
+                    lane.join(PROGRESS_EVERY)
+                    if progress:
+                        progress.show(summary)
+        except KeyboardInterrupt:
+            stop.set()
+            summary.interrupted = True
+            for lane in lanes:
+                lane.join()
+    summary.refused = {lane.batcher.connection: lane.batcher.refused for lane in lanes if lane.batcher.refused}
+    if progress:
+        progress.show(summary, final=True)
+    errors = [lane.error for lane in lanes if lane.error is not None]
+    if errors:
+        raise errors[0]
+    return summary
 
 
-def _checked(position: int, value: Any) -> Event | BadInput:
+def _checked(position: int, value: Any) -> Item:
     """A value given in library mode, held to the same limits as events read from text, and kept as text when refused.
 
     Its orjson text makes the common case one count, as for events read from text;
-    only a value orjson refuses (or one with many brackets) is walked.
+    only a value orjson refuses (or one with many brackets, or a null that may be a
+    NaN or infinity orjson wrote as null) is walked.
     """
     try:
-        problem = event_problem(value, orjson.dumps(value))
+        text = orjson.dumps(value)
+        problem = event_problem(value, text) or (_non_finite(value) if b"null" in text else None)
     except TypeError:  # a lone surrogate, an integer past 64 bits, 255+ levels
         problem = event_problem(value) or "the event cannot be encoded as JSON (a lone surrogate in a string?)"
     if problem is None:
         return Event(position, position + 1, value)
     return BadInput(position, position + 1, problem, json_text(value))
+
+
+def _non_finite(value: Any) -> str | None:
+    """Why a value cannot be sent as it is: JSON has no NaN or infinity (orjson would write null, changing the data)."""
+    stack = [value]
+    while stack:
+        one = stack.pop()
+        if type(one) is float and not math.isfinite(one):
+            return f"the event holds {one!r}, which JSON cannot write (it would become null): send a number or null"
+        if type(one) is dict:
+            stack.extend(one.values())
+        elif type(one) is list:
+            stack.extend(one)
+    return None
 
 
 def send_events(
@@ -239,8 +229,10 @@ def send_events(
     *,
     dead_letters: str | Path | None = None,
     sender: Sender | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    linger: float | None = None,
 ) -> Summary:
-    """Library mode: map and deliver ``events`` (parsed JSON values, or :class:`Event` s) and return the summary.
+    """Library mode: map and deliver ``events`` (parsed JSON values, or :class:`Event` s) to one connection.
 
     Dead letters are appended to ``dead_letters`` when a path is given; a ``sender``
     may be passed to choose its retry policy, pace or HTTP client (it is not closed).
@@ -250,7 +242,8 @@ def send_events(
     items = (e if isinstance(e, (Event, BadInput)) else _checked(i, e) for i, e in enumerate(events))
     try:
         with DeadLetterFile(dead_letters, mapping_file.settings) as dead:
-            return Delivery(Pipeline(mapping_file), sender, dead).run(items)
+            return deliver([Batcher(mapping_file, sender, now=now)], dead, items=items, linger=linger)
     finally:
         if own:
             sender.close()
+

@@ -14,7 +14,10 @@ Hostile clients are bounded: events per request (``MAX_BATCH_EVENTS``),
 nesting (``engine.limits.MAX_REQUEST_DEPTH``), the time to send a request head
 (``HEAD_TIMEOUT``, in :class:`IntakeProtocol`) and a body (``BODY_TIMEOUT``).
 
-``GET /health`` and ``GET /metrics`` (Prometheus text, from :mod:`engine.observability`) show the service's state.
+``GET /health`` and ``GET /metrics`` (Prometheus text, from :mod:`engine.runtime.observability`) show the service's
+state, each connection's included. ``/health`` is 503 only when the intake cannot accept (the queue cannot be
+read or cannot commit), never because a destination is down or refuses its credential: one connection's
+trouble must not turn away the events every other connection delivers.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import binascii
 import hmac
 import json
 import sqlite3
+import time
 import uuid
 import zlib
 from typing import Any, Collection
@@ -41,8 +45,8 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from engine.limits import EVENT_LIMIT, MAX_BATCH_EVENTS, MAX_DEPTH, MAX_REQUEST_DEPTH, REQUEST_LIMIT, depth_problem
-from engine.observability import Health, Metrics, log, utc_text_now
-from engine.queue import Queue
+from engine.runtime.observability import Health, Metrics, log, utc_text_now
+from engine.runtime.serve.queue import Queue, Stats
 
 HEAD_TIMEOUT = 10.0
 """Seconds a client has to send a whole request head once connected (or once it starts its next request on a
@@ -234,22 +238,39 @@ class _Intake:
         return JSONResponse({"success": True})
 
     async def health_check(self, request: Request) -> Response:
-        """503 naming the cause while the queue cannot be read or cannot commit (the intake then answers 503
-        too), or the destination refuses the credential; ok again by itself once that has passed."""
+        """200 while the intake can accept, 503 naming the cause while the queue cannot be read or cannot commit
+        (the intake then answers 503 too); ok again by itself once that has passed. The body gives every
+        connection's state either way: delivering, or credential refused (and why), its queued events and
+        the age of the oldest."""
         problems = {}
+        stats: Stats | None = None
         try:
             await run_in_threadpool(self.queue.ping)
             cannot_commit = await run_in_threadpool(self.queue.commit_problem)
+            stats = await run_in_threadpool(self.queue.stats)
         except sqlite3.Error as exc:
             problems["queue"] = f"unreachable: {exc}"
         else:
             if cannot_commit:
                 problems["queue"] = f"cannot commit: {cannot_commit}"
-        if self.health.refused:
-            problems["credential"] = f"refused: {self.health.refused}"
-        if problems:
-            return JSONResponse({"status": "unhealthy", **problems}, 503)
-        return JSONResponse({"status": "ok"})
+        body: dict[str, Any] = {"status": "unhealthy" if problems else "ok", **problems,
+                                "connections": self._connections(stats)}
+        return JSONResponse(body, 503 if problems else 200)
+
+    def _connections(self, stats: Stats | None) -> dict[str, dict[str, Any]]:
+        now = time.time()
+        states: dict[str, dict[str, Any]] = {}
+        for name in self.health.connections:
+            refused = self.health.refused(name)
+            state: dict[str, Any] = {"state": "credential refused" if refused else "delivering"}
+            lane = stats.connections.get(name) if stats is not None else None
+            if lane is not None:  # unknown while the queue cannot be read
+                state["queued"] = lane.depth
+                state["oldest_age_seconds"] = round(max(0.0, now - lane.oldest), 3) if lane.oldest is not None else 0.0
+            if refused:
+                state["refused"] = refused
+            states[name] = state
+        return states
 
     async def metrics_text(self, request: Request) -> Response:
         try:
@@ -347,7 +368,7 @@ def create_app(queue: Queue, write_keys: Collection[str], metrics: Metrics | Non
     ``http=IntakeProtocol`` so that request heads are timed out too."""
     if not write_keys:
         raise ValueError("the intake needs at least one write key")
-    health = health or Health()
+    health = health if health is not None else Health(queue.connections)
     intake = _Intake(queue, write_keys, metrics or Metrics(queue, health), health, body_timeout)
     return Starlette(routes=[
         Route("/v1/{kind}", intake.receive, methods=["POST"]),

@@ -1,15 +1,14 @@
 """``actionmap serve``: the intake, the durable queue and the workers that deliver from it, in one process.
 
-Each worker claims a batch of queued events with a lease, runs the pipeline,
-applies the pre-send checks and hands each subscription's payloads to the
-:class:`~engine.delivery.Sender`; then one transaction records every event's
-fate. An event is delivered, filtered, invalid or dead-lettered (its dead
-letters stored in the queue's table), or goes back to the queue: for a later
-attempt when the destination kept failing past the sender's short in-process
-retry budget, or at once when the service stops or the credential is refused
-(events are kept, never dead-lettered, for that). A crash at any point leaves
-an event queued or settled, never lost; it may be sent again, which the
-destination's idempotency key (the event's ``messageId``) makes harmless.
+Every ``-m MAPPING`` is a connection with its own lane in the queue, its own
+workers and its own credential gate: the intake commits an event once, and each
+connection delivers it from its lane, so one destination that is down or
+refuses its credential never delays another.
+
+Each worker (:mod:`engine.runtime.serve.workers`) claims a batch of its lane's
+events with a lease and settles their fates in one transaction. A crash at any
+point leaves an event queued or settled, never lost; it may be sent again,
+which the destination's idempotency key (the event's ``messageId``) makes harmless.
 
 SIGTERM or SIGINT: the intake stops accepting and finishes the requests it has;
 workers finish their batch or release it, and the process exits 0.
@@ -19,37 +18,25 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import socket
-import sqlite3
 import threading
-import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import httpx
 import uvicorn
 
-from engine.delivery import DeadLetter, Outgoing, RetryPolicy, Sender, TokenBucket, Unauthorized, check_credential
+from engine.config.connections import Secrets
+from engine.config.mappingfile import MappingFile
+from engine.delivery import Sender, TokenBucket, check_credential
 from engine.errors import ConfigError
-from engine.events import BadInput, decode
-from engine.intake import IntakeProtocol, create_app
-from engine.observability import Health, Metrics, log, utc_text_now
-from engine.config.mappingfile import MappingFile, Subscription
-from engine.pipeline import Pipeline
-from engine.presend import compile_presend
-from engine.queue import Category, Claimed, Later, Letter, Queue
+from engine.runtime.observability import Health, Metrics, log
+from engine.runtime.serve.intake import IntakeProtocol, create_app
+from engine.runtime.serve.queue import Queue
+from engine.runtime.serve.workers import CREDENTIAL_RECHECK, IN_PROCESS_RETRY, CredentialGate, Worker
 
 WRITE_KEYS_ENV = "ACTIONMAP_WRITE_KEYS"
-IN_PROCESS_RETRY = RetryPolicy(max_duration=30.0)  # past this a batch goes back to the queue, not to the dead letters
-LEASE_SECONDS = 600.0  # longer than any batch takes; leases of a dead process are freed at startup anyway
-IDLE_POLL = 0.1
-ERROR_PAUSE = 5.0
-ROW_BACKOFF = (1.0, 300.0)  # first and longest wait between attempts of an event the destination keeps failing
-CREDENTIAL_RECHECK = 30.0
-_RANK: dict[Category, int] = {"delivered": 0, "dead_lettered": 1, "invalid": 2}
 
 
 def write_keys(given: Sequence[str], from_file: Sequence[str] = (), env: Mapping[str, str] = os.environ) -> list[str]:
@@ -64,228 +51,6 @@ def write_keys(given: Sequence[str], from_file: Sequence[str] = (), env: Mapping
             "clients send it as the user name of HTTP Basic auth"
         )
     return list(dict.fromkeys(keys))
-
-
-def _category(fates: Iterable[Category]) -> Category:
-    """An event counts once: invalid if a subscription found it invalid, else dead-lettered if one did, else delivered;
-    filtered when it fed no subscription."""
-    return max(fates, key=_RANK.__getitem__, default="filtered")
-
-
-class _Stopping(Exception):
-    """Raised from a sender's wait when the service stops: the batch goes back to the queue unfinished."""
-
-
-class CredentialGate:
-    """Pauses every worker while the destination refuses the credential; rechecks it now and then to resume."""
-
-    def __init__(self, health: Health, check: Callable[[], tuple[str, str]], interval: float = CREDENTIAL_RECHECK) -> None:
-        self.health = health
-        self.check = check
-        self.interval = interval
-        self._lock = threading.Lock()
-
-    def refuse(self, message: str) -> None:
-        with self._lock:
-            if not self.health.refused:
-                log("credential_refused", message=message, action="delivery paused; events are kept in the queue")
-            self.health.refused = message
-
-    def wait_open(self, stop: threading.Event) -> bool:
-        """Block while delivery is paused; False when the service stops."""
-        while self.health.refused:
-            if stop.wait(self.interval):
-                return False
-            with self._lock:
-                if self.health.refused:
-                    verdict, detail = self.check()
-                    if verdict == "valid":
-                        self.health.refused = None
-                        log("credential_accepted", detail=detail, action="delivery resumed")
-        return not stop.is_set()
-
-
-@dataclass
-class _Row:
-    """One claimed event during a batch: what is decided, what is in flight, what must wait for a later attempt."""
-
-    claimed: Claimed
-    event: Any
-    fates: dict[str, Category]
-    pending: set[str] = field(default_factory=set)
-    waiting: dict[str, DeadLetter] = field(default_factory=dict)
-
-
-class Worker(threading.Thread):
-    """Claims batches from the queue and settles them until the service stops."""
-
-    def __init__(
-        self,
-        name: str,
-        mapping: MappingFile,
-        queue: Queue,
-        sender: Sender,
-        metrics: Metrics,
-        gate: CredentialGate,
-        stop: threading.Event,
-        retry_for: float,
-    ) -> None:
-        super().__init__(name=name, daemon=True)
-        self.pipeline = Pipeline(mapping)
-        self.settings = mapping.settings
-        self.queue = queue
-        self.sender = sender
-        self.metrics = metrics
-        self.gate = gate
-        self.stop = stop
-        self.retry_for = retry_for
-        self.limit = max((s.batch_size for s in mapping.subscriptions), default=1)
-        self.presend = {s.name: compile_presend(s.action) for s in mapping.subscriptions}
-        self.rng = random.Random()
-
-    def run(self) -> None:
-        failing: str | None = None  # the claim error last logged: an outage of hours logs once, not every 5 s
-        while self.gate.wait_open(self.stop):
-            try:
-                rows = self.queue.claim(self.limit, LEASE_SECONDS)
-            except sqlite3.Error as exc:
-                if str(exc) != failing:
-                    failing = str(exc)
-                    log("queue_error", worker=self.name, error=failing,
-                        action=f"cannot claim events; trying again every {ERROR_PAUSE:g} s, the events stay queued")
-                self.stop.wait(ERROR_PAUSE)
-                continue
-            if failing is not None:
-                failing = None
-                log("queue_recovered", worker=self.name, action="claiming events again")
-            if not rows:
-                self.stop.wait(IDLE_POLL)
-                continue
-            try:
-                self.process(rows)
-            except Exception as exc:  # a bug or a broken disk must not lose the batch: it goes back to the queue
-                log("worker_error", worker=self.name, error=self.settings.redact(f"{type(exc).__name__}: {exc}"), events=len(rows))
-                self._release(rows)
-
-    def _release(self, rows: list[Claimed]) -> None:
-        """Give a batch back to the queue, retrying every ERROR_PAUSE until that commits (a full disk) or the service stops.
-
-        Retrying, rather than leaving the rows leased for LEASE_SECONDS, lets the queue drain as soon as the disk
-        has room again. Their events may have been delivered already: sent again, the destination ignores them
-        by messageId, and they are counted once, when a later settle deletes them.
-        """
-        failing = False
-        while True:
-            try:
-                self.queue.settle(later={r.id: Later(time.time() + ERROR_PAUSE, r.settled) for r in rows})
-            except sqlite3.Error as exc:
-                if not failing:
-                    failing = True
-                    log("queue_error", worker=self.name, error=str(exc), events=len(rows),
-                        action=f"cannot give the batch back to the queue; trying again every {ERROR_PAUSE:g} s")
-                if self.stop.wait(ERROR_PAUSE):
-                    log("release_abandoned", worker=self.name, events=len(rows),
-                        action="the service is stopping: the batch stays queued, leased; the next start frees it")
-                    return
-                continue
-            if failing:
-                log("queue_recovered", worker=self.name, events=len(rows), action="the batch is back in the queue")
-            return
-
-    def process(self, claimed: list[Claimed]) -> None:
-        """Map, check and deliver one claimed batch; record every event's fate in one transaction."""
-        rows: dict[int, _Row] = {}
-        letters: list[Letter] = []
-        batches: dict[str, list[Outgoing]] = {}
-        for one in claimed:
-            item = decode(one.id, 0, one.body)  # a queued row has no line
-            if isinstance(item, BadInput):  # not JSON, or past a limit: invalid once, kept as stored
-                row = rows[one.id] = _Row(one, None, dict(one.settled))
-                letters.append(self._decide(row, "", None, item.message, None, "invalid"))
-                continue
-            row = rows[one.id] = _Row(one, item.value, dict(one.settled))
-            for outcome in self.pipeline.run(row.event):
-                name = outcome.subscription
-                if name in row.fates:
-                    continue
-                if outcome.status == "ok":
-                    row.pending.add(name)
-                    batches.setdefault(name, []).append(Outgoing(one.id, row.event, outcome.payload or {}))
-                else:
-                    letters.append(self._decide(row, name, outcome.payload, "; ".join(outcome.errors), None, "invalid"))
-        for sub in self.pipeline.subscriptions:
-            items = batches.get(sub.name, [])
-            for start in range(0, len(items), sub.batch_size):
-                if not self._deliver(sub, items[start:start + sub.batch_size], rows, letters):
-                    break
-        self._settle(rows, letters)
-
-    def _decide(self, row: _Row, sub: str, payload: dict[str, Any] | None, reason: str, status: int | None,
-                category: Category) -> Letter:
-        row.fates[sub] = category
-        row.pending.discard(sub)
-        return Letter(row.claimed.id, sub, row.claimed.body, payload, self.settings.redact(reason), status,
-                      row.claimed.attempts, utc_text_now())
-
-    def _deliver(self, sub: Subscription, items: list[Outgoing], rows: dict[int, _Row], letters: list[Letter]) -> bool:
-        """Send one batch of one subscription; False when delivery must stop (service stopping, credential refused)."""
-        presend = self.presend[sub.name]
-        if presend is not None:
-            items, refused = presend.split(items, datetime.now(timezone.utc))
-            for item, reason in refused:
-                letters.append(self._decide(rows[item.position], sub.name, item.payload, reason, None, "dead_lettered"))
-        if self.stop.is_set():
-            return False
-        if not items:
-            return True
-
-        def dead_letter(letter: DeadLetter) -> None:
-            row = rows[letter.index]
-            if letter.exhausted:  # a later attempt may still deliver it
-                row.pending.discard(sub.name)
-                row.waiting[sub.name] = letter
-            else:
-                letters.append(self._decide(row, sub.name, letter.payload, letter.reason, letter.status, "dead_lettered"))
-
-        try:
-            self.sender.deliver(sub, items, dead_letter)
-        except Unauthorized as refused:
-            self.gate.refuse(str(refused))
-            return False
-        except _Stopping:
-            return False
-        for item in items:
-            row = rows[item.position]
-            if sub.name in row.pending:
-                row.pending.discard(sub.name)
-                row.fates[sub.name] = "delivered"
-        return True
-
-    def _settle(self, rows: dict[int, _Row], letters: list[Letter]) -> None:
-        now = time.time()
-        finished: dict[int, Category] = {}
-        later: dict[int, Later] = {}
-        for row_id, row in rows.items():
-            claimed = row.claimed
-            if row.pending:  # not tried: the service is stopping or the credential was refused
-                later[row_id] = Later(now, row.fates)
-                continue
-            if row.waiting and now - claimed.received < self.retry_for:
-                low, high = ROW_BACKOFF
-                wait = min(high, low * 2 ** (claimed.attempts - 1))
-                later[row_id] = Later(now + self.rng.uniform(wait / 2, wait), row.fates, retried=True)
-                continue
-            for name, letter in row.waiting.items():
-                reason = f"gave up after {claimed.attempts} attempts over {now - claimed.received:.0f} s (--retry-for {self.retry_for:g}); last: {letter.reason}"
-                letters.append(self._decide(row, name, letter.payload, reason, letter.status, "dead_lettered"))
-            finished[row_id] = _category(row.fates.values())
-        self.queue.settle(finished, letters, later)
-        for row_id, category in finished.items():
-            if category == "delivered":
-                self.metrics.latency.observe(now - rows[row_id].claimed.received)
-        counts = {c: sum(1 for f in finished.values() if f == c) for c in set(finished.values())}
-        log("batch", worker=self.name, events=len(rows), **counts, retried=sum(l.retried for l in later.values()),
-            released=sum(not l.retried for l in later.values()))
 
 
 class _JsonLogHandler(logging.Handler):
@@ -310,40 +75,56 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _credential_check(mapping: MappingFile) -> Callable[[], tuple[str, str]]:
+    return lambda: check_credential(mapping)
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: str = "actionmap-data"
-    workers: int = 2
-    rate: float = 5000.0  # events per second to the destination, shared by the workers; 0 = unpaced
+    workers: int = 2  # per connection
+    rate: float = 5000.0  # events per second to each destination, shared by its connection's workers; 0 = unpaced
     timeout: float = 10.0
     retry_for: float = 86400.0
+    credential_recheck: float = CREDENTIAL_RECHECK
 
 
-def serve(mapping: MappingFile, keys: Sequence[str], options: ServeOptions) -> int:
-    """Run the service until SIGTERM or SIGINT; 0 after a clean stop."""
+def serve(mappings: Sequence[MappingFile], keys: Sequence[str], options: ServeOptions) -> int:
+    """Run the service for the deployment's connections (one mapping file each) until SIGTERM or SIGINT; 0 after a
+    clean stop."""
     if options.workers < 1:
         raise ConfigError(f"--workers {options.workers}: at least one worker is needed to deliver")
-    queue = Queue(options.data_dir)
+    if not mappings:
+        raise ConfigError("no mapping: give at least one -m MAPPING (one per connection)")
+    names = [m.name for m in mappings]
+    queue = Queue(options.data_dir, names)
     try:
         sock = _listen(options.host, options.port)
+        if queue.upgraded_from is not None:
+            log("queue_upgraded", data_dir=str(queue.data_dir), schema=queue.upgraded_from, connection=names[0],
+                action=f"the queued events, counters and dead letters of the older queue are now connection {names[0]}'s")
         resumed = queue.release_all()
-        health = Health()
+        for orphan, rows in queue.orphans().items():
+            log("lane_orphaned", connection=orphan, events=rows,
+                action=f"kept, not delivered: no -m mapping is the connection {orphan!r}. Start the service with that "
+                       f"mapping again, beside the others, to deliver them (a mapping renamed since: give it back "
+                       f"name: {orphan}); no other connection ever takes them")
+        health = Health(names)
         metrics = Metrics(queue, health)
         stop = threading.Event()
-        gate = CredentialGate(health, lambda: check_credential(mapping))
-
-        def wait(seconds: float) -> None:
-            if stop.wait(seconds):
-                raise _Stopping()
+        secrets = Secrets(mappings)
 
         workers = []
-        for number in range(options.workers):
-            pace = TokenBucket(options.rate / options.workers, sleep=wait) if options.rate > 0 else None
-            timeout = httpx.Timeout(options.timeout, connect=min(options.timeout, 5.0))
-            sender = Sender(mapping, pace=pace, sleep=wait, timeout=timeout, policy=IN_PROCESS_RETRY)
-            workers.append(Worker(f"worker-{number + 1}", mapping, queue, sender, metrics, gate, stop, options.retry_for))
+        for mapping in mappings:
+            gate = CredentialGate(health, mapping.name, _credential_check(mapping), options.credential_recheck)
+            pace = TokenBucket(options.rate) if options.rate > 0 else None  # the connection's workers together
+            for number in range(options.workers):
+                timeout = httpx.Timeout(options.timeout, connect=min(options.timeout, 5.0))
+                sender = Sender(mapping, pace=pace, wait=stop.wait, timeout=timeout, policy=IN_PROCESS_RETRY)
+                name = f"worker-{number + 1}" if len(mappings) == 1 else f"{mapping.name}-worker-{number + 1}"
+                workers.append(Worker(name, mapping, queue, sender, metrics, gate, stop, options.retry_for, secrets))
         uvicorn_log = logging.getLogger("uvicorn")
         uvicorn_log.handlers[:] = [_JsonLogHandler(logging.WARNING)]
         uvicorn_log.propagate = False
@@ -356,8 +137,10 @@ def serve(mapping: MappingFile, keys: Sequence[str], options: ServeOptions) -> i
         previous = {sig: signal.signal(sig, lambda *_: setattr(server, "should_exit", True)) for sig in (signal.SIGTERM, signal.SIGINT)}
         host, port = sock.getsockname()[:2]
         stats = queue.stats()
-        log("serving", url=f"http://{host}:{port}", data_dir=str(queue.data_dir), destination=mapping.destination.name,
-            subscriptions=[s.name for s in mapping.subscriptions], workers=options.workers, queued=stats.depth,
+        log("serving", url=f"http://{host}:{port}", data_dir=str(queue.data_dir),
+            connections={m.name: {"destination": m.destination.name, "subscriptions": [s.name for s in m.subscriptions]}
+                         for m in mappings},
+            workers=options.workers, queued={name: stats.connections[name].depth for name in names},
             resumed_leases=resumed)
         for worker in workers:
             worker.start()
@@ -371,7 +154,8 @@ def serve(mapping: MappingFile, keys: Sequence[str], options: ServeOptions) -> i
             for worker in workers:
                 worker.join()
                 worker.sender.close()
-        log("stopped", queued=queue.stats().depth)
+        stats = queue.stats()
+        log("stopped", queued={name: stats.connections[name].depth for name in names})
     finally:
         queue.close()
     return 0
