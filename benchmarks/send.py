@@ -30,11 +30,11 @@ import orjson
 
 from common import (TOKEN, Row, arguments, default_build, default_triggered, emulator, hand_written,
     iter_events, load, machine, profile, print_table, verdict, write_ndjson)
-from engine.deadletters import DeadLetterFile
+from engine.delivery.deadletters import DeadLetterFile
 from engine.delivery import Sender
+from engine.delivery.batcher import Batcher
 from engine.events import open_input, read_events
-from engine.pipeline import Pipeline
-from engine.send import Delivery
+from engine.runtime.send import deliver
 
 TARGET = 1.5
 BATCH = 100
@@ -47,11 +47,11 @@ def engine_send(path: Path, url: str, dry_run: io.BytesIO | None = None) -> tupl
     sender = Sender(mapping)
     try:
         with DeadLetterFile(None, mapping.settings) as dead:
-            delivery = Delivery(Pipeline(mapping), sender, dead, dry_run=dry_run)
+            batcher = Batcher(mapping, sender, dry_run=dry_run)
             start = time.process_time()
             with open_input(str(path)) as stream:
-                summary = delivery.run(read_events(stream))
-            return time.process_time() - start, summary.delivered
+                summary = deliver([batcher], dead, items=read_events(stream))
+            return time.process_time() - start, summary.kept if dry_run is not None else summary.delivered
     finally:
         sender.close()
 

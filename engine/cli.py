@@ -17,16 +17,16 @@ from engine.config.definitions import Catalog, load_destination, load_emulator
 from engine.config.connections import Secrets, load_connections, parse_overrides
 from engine.config.mappingfile import MappingFile, load_mapping_file
 from engine.config.yamlsource import load_file
-from engine.deadletters import DeadLetterFile, read_dead_letters
+from engine.delivery.deadletters import DeadLetterFile, read_dead_letters
 from engine.delivery import CONNECT_TIMEOUT, RetryPolicy, Sender, TokenBucket, check_credential
 from engine.delivery.batcher import Batcher
-from engine.docs import destination_markdown, key_reference_markdown, update_key_reference
+from engine.tools.docs import destination_markdown, key_reference_markdown, update_key_reference
 from engine.errors import ConfigError, ConfigErrors
 from engine.events import BadInput, Event, Item, decode, open_input, read_events
-from engine.mappingtests import run_tests
+from engine.tools.mappingtests import run_tests
 from engine.pipeline import Outcome, Pipeline
-from engine.plugintests import run_plugin_tests
-from engine.scaffold import new_destination
+from engine.tools.plugintests import run_plugin_tests
+from engine.tools.scaffold import new_destination
 from engine.runtime.send import Feed, Progress, deliver
 
 EXIT_OK, EXIT_FAILED, EXIT_SOME_BAD = 0, 1, 2
@@ -292,7 +292,7 @@ def cmd_new_destination(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import run_demo
+    from engine.tools.demo import run_demo
 
     return run_demo(args.events, args.mapping)
 

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from destinations.metronome.emulator import FAULT_KINDS, Faults, MetronomeEmulator
 from engine.cli import main
-from engine.deadletters import DeadLetterFile
+from engine.delivery.deadletters import DeadLetterFile
 from engine.delivery import Outgoing, Requests, RetryPolicy, Sender, classify
 from engine.events import Event
 from engine.config.mappingfile import MappingFile, load_mapping_file

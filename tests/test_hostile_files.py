@@ -28,7 +28,7 @@ from engine.cli import main
 from engine.errors import ConfigError
 from engine.limits import MAX_EXPRESSION_DEPTH, MAX_FILE_BYTES, MAX_INT_DIGITS, MAX_MAPPING_DEPTH, MAX_YAML_DEPTH
 from engine.config.mappingfile import load_mapping_document
-from engine.scaffold import new_destination
+from engine.tools.scaffold import new_destination
 from engine.config.yamlsource import load_text
 from tests.conftest import REPO
 from tests.test_yamlsource import _CATALOG, _mapping_files, yamlish

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.config.definitions import Catalog, plugin_folders
-from engine.plugintests import run_plugin_tests
+from engine.tools.plugintests import run_plugin_tests
 from tests.conftest import REPO
 
 CASES = [

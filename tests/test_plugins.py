@@ -183,7 +183,7 @@ def test_a_built_wheel_carries_plugins_schemas_and_mappings(tmp_path: Path) -> N
 
 
 def test_the_readme_key_reference_is_generated_from_the_schemas() -> None:
-    from engine.docs import REFERENCE_BEGIN, REFERENCE_END, key_reference_markdown
+    from engine.tools.docs import REFERENCE_BEGIN, REFERENCE_END, key_reference_markdown
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     region = readme[readme.index(REFERENCE_BEGIN) : readme.index(REFERENCE_END) + len(REFERENCE_END)]
@@ -193,7 +193,7 @@ def test_the_readme_key_reference_is_generated_from_the_schemas() -> None:
 
 
 def test_docs_update_rewrites_a_stale_reference(cli, tmp_path: Path) -> None:
-    from engine.docs import REFERENCE_BEGIN, REFERENCE_END
+    from engine.tools.docs import REFERENCE_BEGIN, REFERENCE_END
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{REFERENCE_BEGIN}\nSTALE-TEXT\n{REFERENCE_END}\ntail\n")

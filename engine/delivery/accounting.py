@@ -26,7 +26,7 @@ Final = Literal["delivered", "filtered", "invalid", "dead_lettered"]
 RANK: tuple[Category, ...] = ("kept", "exhausted", "invalid", "dead_lettered", "delivered")
 
 
-@dataclass
+@dataclass(slots=True)
 class Fate:
     """What became of one event at one connection, once every payload it fed there is decided.
 
@@ -43,7 +43,11 @@ class Fate:
 
     @property
     def category(self) -> Category:
-        found = set(self.results.values())
+        results = self.results
+        if len(results) == 1:  # the common case: one subscription fed
+            for only in results.values():
+                return only
+        found = set(results.values())
         return next((c for c in RANK if c in found), "filtered")
 
     def final(self) -> Final:
@@ -72,7 +76,8 @@ class Tally:
 
     def count(self, fate: Fate) -> None:
         """Count a fate where no later attempt comes (send, consume)."""
-        name = "kept" if fate.category == "kept" else fate.final()
+        category = fate.category
+        name = "dead_lettered" if category == "exhausted" else category
         setattr(self, name, getattr(self, name) + 1)
 
 

@@ -25,7 +25,7 @@ from engine.delivery.transport import Sender, Sent
 from engine.pipeline import Pipeline
 from engine.presend import compile_presend
 
-@dataclass
+@dataclass(slots=True)
 class _Open:
     """An event with payloads still in open batches."""
 
@@ -104,11 +104,11 @@ class Batcher:
             if len(batch) >= self._subs[name].batch_size:
                 full.append(self._subs[name])
         if not pending:
-            return [fate] + self._send(full)
+            return [fate, *self._send(full)] if full else [fate]
         self._open[position] = _Open(fate, pending)
         if self.opened is None:
             self.opened = time.monotonic()
-        return self._send(full)
+        return self._send(full) if full else []
 
     def flush(self) -> list[Fate]:
         """Send every open batch: the fates of every event waiting."""

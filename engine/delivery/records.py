@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
@@ -42,11 +42,12 @@ class DeadLetter:
         return cls(subscription, item.position, item.event, item.payload, reason, status, attempts, exhausted=exhausted)
 
     def record(self) -> dict[str, Any]:
-        """The JSON record of a dead-letter line (``raw`` only when there is one)."""
-        record = {"connection": self.connection, **asdict(self)}
-        del record["exhausted"]
-        if self.raw is None:
-            del record["raw"]
+        """The JSON record of a dead-letter line (``raw`` only when there is one); the event is not copied."""
+        record = {"connection": self.connection, "subscription": self.subscription, "index": self.index, "event": self.event,
+                  "payload": self.payload, "reason": self.reason, "status": self.status, "attempts": self.attempts,
+                  "time": self.time}
+        if self.raw is not None:
+            record["raw"] = self.raw
         return record
 
 

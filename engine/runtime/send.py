@@ -26,7 +26,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 import orjson
 
 from engine.config.mappingfile import MappingFile
-from engine.deadletters import DeadLetterFile, json_text
+from engine.delivery.deadletters import DeadLetterFile, json_text
 from engine.delivery import Sender
 from engine.delivery.accounting import Fate, Summary, Tally
 from engine.delivery.batcher import Batcher

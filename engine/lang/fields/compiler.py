@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import math
 import re
 from dataclasses import dataclass
@@ -286,13 +288,19 @@ def _key(name: str) -> Evaluate:
     return lambda payload: payload.get(name, MISSING)
 
 
+def _text(value: Any) -> str:
+    """A container as JSON text, types kept (0 and 0.0 differ), for telling whether a check changed an item."""
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
 def _reporting(name: str, shape: _Shape, coerced: Coerced) -> Step:
     """``shape.run``, telling ``coerced`` when the value it sends is not the value it was given."""
     run = shape.run
 
     def check(value: Any) -> Any:
         checked = run(value)
-        if checked is MISSING or checked != value or type(checked) is not type(value):
+        if checked is MISSING or checked != value or type(checked) is not type(value) or (
+                type(value) in (list, dict) and _text(checked) != _text(value)):  # [0] == [0.0], yet an item changed
             coerced(name, value, checked, shape.changed_by(value, checked))
         return checked
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from engine.deadletters import Redacts, json_text
+from engine.delivery.deadletters import Redacts, json_text
 from engine.delivery import DeadLetter
 from engine.runtime.consume.offsets import _Entry
 

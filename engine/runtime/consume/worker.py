@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from engine.config.connections import Secrets
 from engine.config.mappingfile import MappingFile
-from engine.deadletters import Redacts
+from engine.delivery.deadletters import Redacts
 from engine.delivery import CONNECT_TIMEOUT, RetryPolicy, Sender, TokenBucket
 from engine.delivery.batcher import Batcher, Fate
 from engine.events import BadInput, decode

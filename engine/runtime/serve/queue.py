@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import orjson
 
-from engine.deadletters import json_text
+from engine.delivery.deadletters import json_text
 from engine.delivery import DeadLetter
 from engine.delivery.accounting import Final, Settled
 from engine.errors import ConfigError

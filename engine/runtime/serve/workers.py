@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Callable
 
 from engine.config.mappingfile import MappingFile
-from engine.deadletters import Redacts
+from engine.delivery.deadletters import Redacts
 from engine.delivery import DeadLetter, RetryPolicy, Sender
 from engine.delivery.accounting import Fate
 from engine.delivery.batcher import Batcher
@@ -32,7 +32,9 @@ IN_PROCESS_RETRY = RetryPolicy(max_duration=30.0)  # past this a batch goes back
 LEASE_SECONDS = 600.0  # longer than any batch takes; leases of a dead process are freed at startup anyway
 IDLE_POLL = 0.1
 ERROR_PAUSE = 5.0
-ROW_BACKOFF = (1.0, 300.0)  # first and longest wait between attempts of an event the destination keeps failing
+ROW_RETRY = RetryPolicy(base=1.0, cap=300.0)
+"""The waits between attempts of an event the destination keeps failing: the send backoff (exponential, full jitter),
+from 1 s up to 5 minutes, for --retry-for in all."""
 CREDENTIAL_RECHECK = 30.0
 
 
@@ -174,9 +176,7 @@ class Worker(threading.Thread):
                 later[row.id] = Later(now, decided)
                 continue
             if fate.waiting and now - row.received < self.retry_for:
-                low, high = ROW_BACKOFF
-                wait = min(high, low * 2 ** (row.attempts - 1))
-                later[row.id] = Later(now + self.rng.uniform(wait / 2, wait), decided, retried=True)
+                later[row.id] = Later(now + ROW_RETRY.delay(row.attempts, self.rng), decided, retried=True)
                 letters.extend(self._stored(row, letter) for letter in fate.letters)
                 continue
             gave_up = [replace(letter, reason=f"gave up after {row.attempts} attempts over {now - row.received:.0f} s "

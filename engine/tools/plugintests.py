@@ -20,7 +20,7 @@ from engine.config.yamlsource import load_file, load_text
 from engine.delivery.records import DeadLetter, Outgoing
 from engine.delivery.requests import Requests
 from engine.errors import ConfigError
-from engine.mappingtests import CaseResult, payload_diff
+from engine.tools.mappingtests import CaseResult, payload_diff
 from engine.pipeline import Pipeline
 
 

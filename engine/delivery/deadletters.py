@@ -38,11 +38,14 @@ class DeadLetterFile:
         self._lock = threading.Lock()
 
     def write(self, letter: DeadLetter) -> None:
+        if self._out is None:
+            with self._lock:
+                self.count += 1
+            return
         line = self.settings.redact(json_text(letter.record())).encode() + b"\n"
         with self._lock:
             self.count += 1
-            if self._out is not None:
-                self._out.write(line)
+            self._out.write(line)
 
     def close(self) -> None:
         if self._out is not None:
