@@ -53,12 +53,7 @@ def engine_stages(path: Path) -> Stages:
         return allowed(event) and matches(event)
 
     def build(event: Event) -> dict[str, Any]:
-        built = {}
-        for name, evaluate in fields:
-            value = evaluate(event)
-            if value is not MISSING:
-                built[name] = value
-        return built
+        return {name: value for name, evaluate in fields if (value := evaluate(event)) is not MISSING}
 
     return Stages(passes, build, sub.checks.check, Pipeline(mapping_file).run)
 
