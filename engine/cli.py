@@ -420,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except BrokenPipeError:
         return EXIT_OK
+    except KeyboardInterrupt:  # Ctrl-C outside a delivery (which stops cleanly and prints its summary): no traceback
+        print("actionmap: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except OSError as error:  # a missing input file, an unwritable dead-letter file: say which, no traceback
         print(f"actionmap: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_FAILED

@@ -12,6 +12,7 @@ Metronome was still failing), not by a stopwatch.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -336,3 +337,24 @@ def test_serve_the_same_plugin_twice_each_account_gets_exactly_its_events(
     assert running.terminate() == 0
     log = running.log.read_text()
     assert TOKEN not in log and OTHER_TOKEN not in log
+
+
+# -- send: Ctrl-C -------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_stops_send_cleanly_keeps_what_waits_and_prints_the_summary(
+    tmp_path: Path, emulators: Start, receiver: Receiver
+) -> None:
+    """SIGINT while Metronome keeps failing: no traceback, exit 130, the summary counts what was kept."""
+    emulator = emulators(tokens={TOKEN}, faults=Faults(rate=1.0, kinds=["503"]))
+    events = track_events(300, seed=11, prefix="interrupted")
+    process = send_process("-m", metronome_file(tmp_path, emulator), "-m", webhook_file(tmp_path, receiver),
+                           events_file(tmp_path, events), "--retry-for", "600")
+    eventually(lambda: received_once(receiver, events) and len(emulator.requests) >= 2, "retrying against the outage", process)
+    process.send_signal(signal.SIGINT)
+    code, summary, err = finished(process)
+    assert code == 130 and "Traceback" not in err, err
+    assert summary["connections"]["hook"]["delivered"] == 300
+    metronome = summary["connections"]["metronome"]
+    assert metronome["delivered"] == 0 and metronome["kept"] == metronome["events"] > 0, "nothing waiting was lost or dead-lettered"
+    assert emulator.stored == {}
