@@ -27,6 +27,7 @@ from engine.tools.mappingtests import run_tests
 from engine.pipeline import Outcome, Pipeline
 from engine.tools.plugintests import run_plugin_tests
 from engine.tools.scaffold import new_destination
+from engine.delivery.accounting import Summary, Tally
 from engine.runtime.send import Feed, Progress, deliver
 
 EXIT_OK, EXIT_FAILED, EXIT_SOME_BAD = 0, 1, 2
@@ -179,6 +180,7 @@ def _deliver(args: argparse.Namespace, feed: Feed | None = None, items: Iterable
             "dead-lettered: they keep their ids, so once the setting is fixed, run the same send again; nothing is billed twice."
         ), file=sys.stderr)
     print(summary.line())
+    print(_said(summary), file=sys.stderr)
     if summary.interrupted:
         print("actionmap: interrupted; events not yet read were not counted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -187,12 +189,25 @@ def _deliver(args: argparse.Namespace, feed: Feed | None = None, items: Iterable
     return EXIT_SOME_BAD if summary.invalid or summary.dead_lettered else EXIT_OK
 
 
+def _said(summary: Summary) -> str:
+    """The summary for a person, one line on stderr beside the JSON on stdout (per connection when there are several)."""
+    def counts(tally: Tally | Summary) -> str:
+        return (f"{tally.events:,} events: {tally.delivered:,} delivered, {tally.filtered:,} filtered, {tally.invalid:,} invalid, "
+                f"{tally.dead_lettered:,} dead-lettered, {tally.kept:,} kept, in {tally.requests:,} requests")
+    if len(summary.connections) == 1:
+        return f"actionmap: {counts(summary)}"
+    return "actionmap: " + "; ".join(f"{name}: {counts(tally)}" for name, tally in summary.connections.items())
+
+
 STDIN_LINGER = 1.0
 """Seconds of quiet on stdin after which open batches are sent (a file is read to its end)."""
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     if args.events in (None, "-"):  # a pipe is read once, and handed to every connection
+        if sys.stdin.isatty():
+            print("actionmap send: reading events from this terminal (one JSON object per line; end with Ctrl-D). "
+                  "To send a file: actionmap send -m MAPPING events.ndjson", file=sys.stderr)
         with open_input(args.events) as stream:
             return _deliver(args, items=read_events(stream), linger=STDIN_LINGER)
 
@@ -228,9 +243,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for mapping in load_connections(args.mapping, overrides=parse_overrides(args.set)):
         verdict, detail = check_credential(mapping)
-        print(f"{mapping.name} ({mapping.destination.name}): credential {verdict} ({detail})")
+        print(f"{mapping.name} ({mapping.destination.name}): {_VERDICTS[verdict]} ({detail})")
         status = max(status, {"valid": EXIT_OK, "refused": EXIT_FAILED}.get(verdict, EXIT_SOME_BAD), key=_severity)
     return status
+
+
+_VERDICTS = {
+    "valid": "the credential was accepted",
+    "refused": "the credential was refused",
+    "unreachable": "the destination could not be reached, so the credential was not checked",
+    "unexpected": "the check got an answer that says neither accepted nor refused",
+}
+"""What ``check`` concluded, said as a conclusion (the status it came from follows in brackets)."""
 
 
 def _severity(status: int) -> int:

@@ -152,7 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
         signed = hmac.compare_digest(self.headers.get("X-Signature-SHA256", ""), expected)
         with receiver.lock:
             record = {"method": self.command, "body": json.loads(body), "signed": signed,
-                      "key": self.headers.get("X-Api-Key"), "content_type": self.headers.get("Content-Type")}
+                      "key": self.headers.get("X-Api-Key"), "content_type": self.headers.get("Content-Type"),
+                      "user_agent": self.headers.get("User-Agent")}
             if receiver.fail_first > 0:
                 receiver.fail_first -= 1
                 status = 503

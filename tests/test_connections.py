@@ -11,7 +11,9 @@ Metronome was still failing), not by a stopwatch.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -358,3 +360,38 @@ def test_ctrl_c_stops_send_cleanly_keeps_what_waits_and_prints_the_summary(
     metronome = summary["connections"]["metronome"]
     assert metronome["delivered"] == 0 and metronome["kept"] == metronome["events"] > 0, "nothing waiting was lost or dead-lettered"
     assert emulator.stored == {}
+
+
+# -- what a person sees ---------------------------------------------------------------------------------
+
+
+def test_send_says_its_summary_to_a_person_and_names_itself_to_the_destination(
+    tmp_path: Path, emulators: Start, receiver: Receiver
+) -> None:
+    emulator = emulators(tokens={TOKEN})
+    events = track_events(5, seed=12, prefix="said")
+    code, summary, err = finished(send_process("-m", metronome_file(tmp_path, emulator), "-m", webhook_file(tmp_path, receiver),
+                                               events_file(tmp_path, events)))
+    assert code == 0, err
+    assert ("actionmap: metronome: 5 events: 5 delivered, 0 filtered, 0 invalid, 0 dead-lettered, 0 kept, in 1 requests; "
+            "hook: 5 events: 5 delivered") in err
+    version = importlib.metadata.version("actionmap")
+    assert {r["user_agent"] for r in receiver.received} == {f"actionmap/{version}"}, "not python-httpx"
+
+
+def test_send_on_a_terminal_with_nothing_piped_says_how_to_use_it(tmp_path: Path, emulators: Start) -> None:
+    """stdin a real pseudo-terminal: the hint comes at once, and Ctrl-D (end of input) ends the send."""
+    emulator = emulators(tokens={TOKEN})
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "engine.cli", "send", "-m", str(metronome_file(tmp_path, emulator))],
+                               cwd=REPO, env=environment(), stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(follower)
+    try:
+        first = process.stderr.readline().decode() if process.stderr else ""
+        assert first.startswith("actionmap send: reading events from this terminal") and "Ctrl-D" in first
+        os.write(leader, orjson.dumps(track_events(1, seed=13, prefix="typed")[0]) + b"\n\x04")
+        code, summary, err = finished(process)
+    finally:
+        os.close(leader)
+    assert code == 0, err
+    assert summary["delivered"] == 1 and len(emulator.stored) == 1

@@ -16,6 +16,7 @@ sender's waits check (:data:`Wait`), never an exception raised out of a sleep.
 from __future__ import annotations
 
 import email.utils
+import importlib.metadata
 import random
 import threading
 import time
@@ -35,6 +36,17 @@ REJECTED = frozenset({400, 404, 413, 422})
 UNAUTHORIZED = frozenset({401, 403})
 _MESSAGE_LIMIT = 500
 CONNECT_TIMEOUT = 5.0
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("actionmap")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0"
+
+
+USER_AGENT = f"actionmap/{_version()}"
+"""Who is calling, as a destination's logs show it: actionmap and its version, not the HTTP library."""
 
 
 Wait = Callable[[float], bool]
@@ -200,7 +212,8 @@ class Sender:
     def client(self) -> httpx.Client:
         """The HTTP client, opened at the first request: rendering alone (a dry run) opens none."""
         if self._client is None:
-            self._client = httpx.Client(timeout=self._timeout, limits=httpx.Limits(max_keepalive_connections=8))
+            self._client = httpx.Client(timeout=self._timeout, limits=httpx.Limits(max_keepalive_connections=8),
+                                        headers={"User-Agent": USER_AGENT})
         return self._client
 
     def close(self) -> None:
@@ -289,7 +302,7 @@ def check_credential(mapping_file: MappingFile, client: httpx.Client | None = No
     headers = {k: render(v, settings) for k, v in {**dest.auth_headers, **check.request.headers}.items()}
     url = render(check.request.url, settings)
     owned = client is None
-    client = client or httpx.Client(timeout=httpx.Timeout(10.0, connect=CONNECT_TIMEOUT))
+    client = client or httpx.Client(timeout=httpx.Timeout(10.0, connect=CONNECT_TIMEOUT), headers={"User-Agent": USER_AGENT})
     try:
         response = client.request(check.request.method, url, json=check.request.json, headers=headers)
     except httpx.HTTPError as exc:
