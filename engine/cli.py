@@ -243,18 +243,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for mapping in load_connections(args.mapping, overrides=parse_overrides(args.set)):
         verdict, detail = check_credential(mapping)
-        print(f"{mapping.name} ({mapping.destination.name}): {_VERDICTS[verdict]} ({detail})")
-        status = max(status, {"valid": EXIT_OK, "refused": EXIT_FAILED}.get(verdict, EXIT_SOME_BAD), key=_severity)
+        exit_status, concluded = _VERDICTS[verdict]
+        print(f"{mapping.name} ({mapping.destination.name}): {concluded} ({detail})")
+        status = max(status, exit_status, key=_severity)
     return status
 
 
-_VERDICTS = {
-    "valid": "the credential was accepted",
-    "refused": "the credential was refused",
-    "unreachable": "the destination could not be reached, so the credential was not checked",
-    "unexpected": "the check got an answer that says neither accepted nor refused",
+_VERDICTS: dict[str, tuple[int, str]] = {
+    "valid": (EXIT_OK, "the credential was accepted"), "refused": (EXIT_FAILED, "the credential was refused"),
+    "unreachable": (EXIT_SOME_BAD, "the destination could not be reached, so the credential was not checked"),
+    "unexpected": (EXIT_SOME_BAD, "the check got an answer that says neither accepted nor refused"),
 }
-"""What ``check`` concluded, said as a conclusion (the status it came from follows in brackets)."""
+"""What ``check`` concluded, said as a conclusion (the status it came from follows in brackets), and its exit status."""
 
 
 def _severity(status: int) -> int:
