@@ -75,7 +75,8 @@ class Tally:
     requests: int = 0
 
     def count(self, fate: Fate) -> None:
-        """Count a fate where no later attempt comes (send, consume)."""
+        """Count an event by its fate where no later attempt comes (send, consume): once in ``events``, once in its category."""
+        self.events += 1
         category = fate.category
         name = "dead_lettered" if category == "exhausted" else category
         setattr(self, name, getattr(self, name) + 1)

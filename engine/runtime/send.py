@@ -89,7 +89,6 @@ class _Lane(threading.Thread):
             if item is _QUIET:  # the pipe went quiet: what waits leaves now
                 self._settle(batcher.flush())
                 continue
-            self.tally.events += 1
             if isinstance(item, BadInput):
                 fate = batcher.unreadable(item.position, f"input line {item.line}: {item.message}", item.raw)
                 self.tally.count(fate)

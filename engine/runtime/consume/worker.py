@@ -188,7 +188,6 @@ class Worker:
 
     def _unreadable(self, entry: _Entry, reason: str, value: object, raw: str | None = None) -> None:
         """A message that is not a JSON object (or past a limit): dead-lettered whole, once, and finished."""
-        self.tally.events += 1
         self._settle([self.batcher.unreadable(entry.seq, reason, raw, value)])
 
     def _take(self, message: Message) -> None:
@@ -216,7 +215,6 @@ class Worker:
             found = _JSON_TYPES.get(type(event), type(event).__name__)
             self._unreadable(entry, f"the message value is JSON but not an object (found {found}): expected a JSON object", event)
             return
-        self.tally.events += 1
         self._settle(self.batcher.add(entry.seq, event))
 
     def _commit(self, wait: bool) -> None:
