@@ -49,13 +49,10 @@ class Progress:
         self.enabled = stream.isatty()
 
     def show(self, summary: Summary, final: bool = False) -> None:
+        """The summary so far, redrawn in place; the final call erases it (the caller says the summary once, for good)."""
         if not self.enabled:
             return
-        self.stream.write(
-            f"\r{summary.events:,} events: {summary.delivered:,} delivered, {summary.filtered:,} filtered, "
-            f"{summary.invalid:,} invalid, {summary.dead_lettered:,} dead-lettered, {summary.kept:,} kept, "
-            f"{summary.requests:,} requests{chr(10) if final else ''}"
-        )
+        self.stream.write("\r\x1b[K" if final else f"\r{summary.said()}\x1b[K")
         self.stream.flush()
 
 
@@ -73,12 +70,15 @@ class _Lane(threading.Thread):
         self.writes_unreadable = writes_unreadable
         self.stop = stop
         self.error: BaseException | None = None
+        self.done = threading.Event()  # awaited instead of join(): a Ctrl-C inside Thread.join can leave it returning early
 
     def run(self) -> None:
         try:
             self._run()
         except BaseException as error:  # reading failed (bad gzip, I/O): raised again where the lanes are awaited
             self.error = error
+        finally:
+            self.done.set()
 
     def _run(self) -> None:
         batcher = self.batcher
@@ -173,15 +173,14 @@ def deliver(
             lane.start()
         try:
             for lane in lanes:
-                while lane.is_alive():
-                    lane.join(PROGRESS_EVERY)
+                while not lane.done.wait(PROGRESS_EVERY):
                     if progress:
                         progress.show(summary)
         except KeyboardInterrupt:
             stop.set()
             summary.interrupted = True
             for lane in lanes:
-                lane.join()
+                lane.done.wait()
     summary.refused = {lane.batcher.connection: lane.batcher.refused for lane in lanes if lane.batcher.refused}
     if progress:
         progress.show(summary, final=True)
