@@ -27,7 +27,6 @@ from engine.tools.mappingtests import run_tests
 from engine.pipeline import Outcome, Pipeline
 from engine.tools.plugintests import run_plugin_tests
 from engine.tools.scaffold import new_destination
-from engine.delivery.accounting import Summary, Tally
 from engine.runtime.send import Feed, Progress, deliver
 
 EXIT_OK, EXIT_FAILED, EXIT_SOME_BAD = 0, 1, 2
@@ -180,23 +179,13 @@ def _deliver(args: argparse.Namespace, feed: Feed | None = None, items: Iterable
             "dead-lettered: they keep their ids, so once the setting is fixed, run the same send again; nothing is billed twice."
         ), file=sys.stderr)
     print(summary.line())
-    print(_said(summary), file=sys.stderr)
+    print(summary.said(), file=sys.stderr)
     if summary.interrupted:
         print("actionmap: interrupted; events not yet read were not counted", file=sys.stderr)
         return EXIT_INTERRUPTED
     if summary.refused:
         return EXIT_FAILED
     return EXIT_SOME_BAD if summary.invalid or summary.dead_lettered else EXIT_OK
-
-
-def _said(summary: Summary) -> str:
-    """The summary for a person, one line on stderr beside the JSON on stdout (per connection when there are several)."""
-    def counts(tally: Tally | Summary) -> str:
-        return (f"{tally.events:,} events: {tally.delivered:,} delivered, {tally.filtered:,} filtered, {tally.invalid:,} invalid, "
-                f"{tally.dead_lettered:,} dead-lettered, {tally.kept:,} kept, in {tally.requests:,} requests")
-    if len(summary.connections) == 1:
-        return f"actionmap: {counts(summary)}"
-    return "actionmap: " + "; ".join(f"{name}: {counts(tally)}" for name, tally in summary.connections.items())
 
 
 STDIN_LINGER = 1.0

@@ -36,9 +36,9 @@ from tests.test_serve import AUTH, WRITE_KEY, Service, TestClient, metrics_by_co
 CONNECTIONS = ("alpha", "beta")
 
 
-def letter(event_id: int, subscription: str = "s1", reason: str = "rejected") -> DeadLetter:
-    """A dead letter of the queued event ``event_id``: the queue keeps the event's body as it was received."""
-    return DeadLetter(subscription, event_id, None, {"p": event_id}, reason, 400, 1, "2026-01-01T00:00:00.000Z")
+def letter(event_id: int, body: bytes, subscription: str = "s1", reason: str = "rejected") -> tuple[bytes, DeadLetter]:
+    """A dead letter of the queued event ``event_id``, with the event's body as it was received."""
+    return body, DeadLetter(subscription, event_id, None, {"p": event_id}, reason, 400, 1, "2026-01-01T00:00:00.000Z")
 
 
 def assert_adds_up(queue: Queue) -> None:
@@ -132,7 +132,7 @@ class LanesMachine(RuleBasedStateMachine):
         ids = data.draw(st.lists(st.sampled_from(sorted(self.claimed[connection])), min_size=1, max_size=4, unique=True))
         finished: dict[int, Any] = {}
         later: dict[int, Later] = {}
-        letters: list[DeadLetter] = []
+        letters: list[tuple[bytes, DeadLetter]] = []
         lane = self.lanes[connection]
         for event_id in ids:
             decision = data.draw(st.sampled_from(DECISIONS))
@@ -146,7 +146,7 @@ class LanesMachine(RuleBasedStateMachine):
                 continue
             finished[event_id] = decision
             for number in range(data.draw(st.integers(0, 2)) if decision in ("invalid", "dead_lettered") else 0):
-                letters.append(letter(event_id, f"s{number + 1}"))
+                letters.append(letter(event_id, self.body[event_id], f"s{number + 1}"))
                 self.letters.append((connection, event_id, f"s{number + 1}"))
             if lane.pop(event_id, None) is not None:  # a row already gone is not counted twice
                 self.counts[connection][decision] += 1
@@ -284,9 +284,9 @@ def test_requeue_puts_each_dead_letter_back_at_its_own_connection(lanes: Queue) 
     queue.put([b'{"n": 1}', b'{"n": 2}'])
     one, two = queue.claim("alpha", 2, 60)
     queue.settle("alpha", finished={one.id: "dead_lettered", two.id: "invalid"},
-                 letters=[letter(one.id, "s1"), letter(one.id, "s2"), letter(two.id)])
+                 letters=[letter(one.id, one.body, "s1"), letter(one.id, one.body, "s2"), letter(two.id, two.body)])
     (beta_one,) = [c for c in queue.claim("beta", 2, 60) if c.id == one.id]
-    queue.settle("beta", finished={one.id: "dead_lettered", two.id: "delivered"}, letters=[letter(one.id)])
+    queue.settle("beta", finished={one.id: "dead_lettered", two.id: "delivered"}, letters=[letter(one.id, one.body)])
     assert queue.stats().events == 0
     stored = list(queue.dead_letters())
     assert [(l["connection"], l["event_id"], l["subscription"]) for l in stored] == [
@@ -416,7 +416,7 @@ def test_a_schema_1_queue_becomes_the_first_connections_lane(tmp_path: Path) -> 
         queue.put([b'{"n": "new"}'])
         (new_id,) = {row[0] for row in _read(tmp_path, "SELECT id FROM events")} - {4, 9, 11}
         assert new_id == 15, "an id the old queue gave is never given again"
-        queue.settle("metronome", finished={4: "dead_lettered"}, letters=[letter(4)])
+        queue.settle("metronome", finished={4: "dead_lettered"}, letters=[letter(4, b'{"n": 4}')])
         assert max(l["id"] for l in queue.dead_letters()) == 4
         assert queue.requeue([1]) == {"metronome": 1}
         assert_adds_up(queue)
@@ -476,7 +476,7 @@ def test_metrics_carry_the_connection_label_and_add_up_per_connection(lanes: Que
         queue.settle("alpha", finished={a[0].id: "delivered", a[1].id: "filtered"}, later={a[2].id: Later(0.0, retried=True)})
         metrics.observe_latency("alpha", 0.2)
         b = queue.claim("beta", 1, 60)
-        queue.settle("beta", finished={b[0].id: "dead_lettered"}, letters=[letter(b[0].id)])
+        queue.settle("beta", finished={b[0].id: "dead_lettered"}, letters=[letter(b[0].id, b[0].body)])
         text = client.get("/metrics").text
     by_connection = metrics_by_connection(text)  # every sample has a connection label (and buckets their le)
     assert set(by_connection) == set(CONNECTIONS)

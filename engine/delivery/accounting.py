@@ -107,3 +107,13 @@ class Summary:
 
     def line(self) -> str:
         return orjson.dumps(self.record()).decode()
+
+    def said(self) -> str:
+        """The summary for a person: one line for stderr beside the JSON on stdout (per connection when there are several)."""
+        def counts(tally: Tally | Summary) -> str:
+            return (f"{tally.events:,} events: {tally.delivered:,} delivered, {tally.filtered:,} filtered, "
+                    f"{tally.invalid:,} invalid, {tally.dead_lettered:,} dead-lettered, {tally.kept:,} kept, "
+                    f"in {tally.requests:,} requests")
+        if len(self.connections) == 1:
+            return f"actionmap: {counts(self)}"
+        return "actionmap: " + "; ".join(f"{name}: {counts(tally)}" for name, tally in self.connections.items())

@@ -171,7 +171,7 @@ class Queue:
         self,
         connection: str,
         finished: Mapping[int, Category] = {},
-        letters: Sequence[DeadLetter] = (),
+        letters: Sequence[tuple[bytes, DeadLetter]] = (),
         later: Mapping[int, Later] = {},
     ) -> None:
         """Record what became of claimed rows of ``connection``'s lane, in one transaction.
@@ -179,17 +179,17 @@ class Queue:
         ``finished`` rows are deleted and counted under their category (a row
         already gone, settled by someone else after its lease ran out, is not
         counted twice), and an event no lane holds any more is deleted;
-        ``letters`` are stored as this connection's, each with its event as it
-        was received (``index`` is the event's id); ``later`` rows go back to
+        ``letters`` (the event as it was received, and its dead letter, whose
+        ``index`` is the event's id) are stored as this connection's; ``later`` rows go back to
         the lane, free, due at the time given, with what is already decided.
         """
         self._served(connection)
         with self._store.write() as db:
-            db.executemany(  # first: the event's body is copied from its row, which the finished rows may delete
+            db.executemany(
                 "INSERT INTO dead_letters (event_id, connection, subscription, event, payload, reason, status, attempts, time) "
-                "SELECT id, ?, ?, body, ?, ?, ?, ?, ? FROM events WHERE id = ?",
-                [(connection, l.subscription, None if l.payload is None else json_text(l.payload).encode(),
-                  l.reason, l.status, l.attempts, l.time, l.index) for l in letters],
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(l.index, connection, l.subscription, body, None if l.payload is None else json_text(l.payload).encode(),
+                  l.reason, l.status, l.attempts, l.time) for body, l in letters],
             )
             by_category: dict[Category, list[int]] = {}
             for event_id, category in finished.items():

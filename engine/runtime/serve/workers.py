@@ -168,7 +168,7 @@ class Worker(threading.Thread):
         now = time.time()
         finished: dict[int, Category] = {}
         later: dict[int, Later] = {}
-        letters: list[DeadLetter] = []
+        letters: list[tuple[bytes, DeadLetter]] = []
         for fate in fates:
             row = rows[fate.position]
             decided = {**row.settled, **fate.settled()}
@@ -192,6 +192,6 @@ class Worker(threading.Thread):
         log("batch", worker=self.name, connection=self.connection, events=len(rows), **counts,
             retried=sum(l.retried for l in later.values()), released=sum(not l.retried for l in later.values()))
 
-    def _stored(self, row: Claimed, letter: DeadLetter) -> DeadLetter:
-        """The dead letter as the queue keeps it: its reason masked, the event's attempts through the queue."""
-        return replace(letter, reason=self.secrets.redact(letter.reason), attempts=row.attempts)
+    def _stored(self, row: Claimed, letter: DeadLetter) -> tuple[bytes, DeadLetter]:
+        """The dead letter as the queue keeps it: the event as received, the reason masked, the attempts through the queue."""
+        return row.body, replace(letter, reason=self.secrets.redact(letter.reason), attempts=row.attempts)
