@@ -154,7 +154,8 @@ def _sender(args: argparse.Namespace, mapping: MappingFile, stop: threading.Even
     """The sender for send and replay: pace, request timeout and retry budget from the command line; Ctrl-C stops its waits."""
     pace = TokenBucket(args.rate) if args.rate > 0 else None
     timeout = httpx.Timeout(args.timeout, connect=min(args.timeout, CONNECT_TIMEOUT))
-    return Sender(mapping, pace=pace, timeout=timeout, policy=RetryPolicy(max_duration=args.retry_for), wait=stop.wait)
+    policy = RetryPolicy(base=args.backoff, max_duration=args.retry_for)
+    return Sender(mapping, pace=pace, timeout=timeout, policy=policy, wait=stop.wait)
 
 
 def _deliver(args: argparse.Namespace, feed: Feed | None = None, items: Iterable[Item] | None = None,
@@ -340,6 +341,8 @@ def _delivery_options(p: argparse.ArgumentParser) -> None:
                    help="give up on one request's answer after this long and retry it (default 30)")
     p.add_argument("--retry-for", type=_positive, default=RetryPolicy.max_duration, metavar="SECONDS",
                    help="retry a batch for at most this long, then dead-letter it as 'retries exhausted' (default 900)")
+    p.add_argument("--backoff", type=_positive, default=RetryPolicy.base, metavar="SECONDS",
+                   help="the first retry waits up to this long (full jitter), doubling per attempt up to 30 s (default 0.5)")
 
 
 def _parser() -> argparse.ArgumentParser:

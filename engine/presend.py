@@ -4,7 +4,8 @@ A field may declare ``window: {past: 34d, future: 24h}`` (Metronome's timestamp
 window). An event outside it would make the destination reject the whole batch,
 so it is dead-lettered here, with a precise reason, before it poisons a batch.
 The window is narrowed by a safety margin: an event at the edge may cross it
-while its batch waits for retries, and clocks disagree a little.
+while its batch waits for retries, and clocks disagree a little. The margin is at
+most half the window, so a short one (5 minutes ahead) still admits something.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ FUTURE_MARGIN = timedelta(minutes=5)
 
 def _refusal(window: Window, value: Any, earliest: str, latest: str) -> str | None:
     """Why the field's value may not leave now, or None (a value that is not a datetime string was refused earlier)."""
-    # canonical UTC strings (YYYY-MM-DDTHH:MM:SS.sssZ) sort in time order
-    if isinstance(value, str) and not earliest <= value <= latest:
-        side = "older than" if value < earliest else "later than"
-        limit = earliest if value < earliest else latest
+    # canonical UTC strings (YYYY-MM-DDTHH:MM:SS.sssZ) sort in time order; a value sent as Unix time is read back to one
+    text = window.read(value)
+    if text is not None and not earliest <= text <= latest:
+        side = "older than" if text < earliest else "later than"
+        limit = earliest if text < earliest else latest
         return (
             f"{window.field} {value} is {side} the destination accepts ({window.text}, "
             f"with a safety margin: {limit} at the time of sending)"
@@ -45,7 +47,8 @@ class PreSend:
 
     def at(self, now: datetime) -> Check:
         bounds = [
-            (window, utc_text(now - window.past + PAST_MARGIN), utc_text(now + window.future - FUTURE_MARGIN))
+            (window, utc_text(now - window.past + min(PAST_MARGIN, window.past / 2)),
+             utc_text(now + window.future - min(FUTURE_MARGIN, window.future / 2)))
             for window in self.windows
         ]
 

@@ -1,15 +1,14 @@
-"""What Metronome's ingest API accepts: the request limits, the per-event rules and their messages, body decoding, the rate limit.
+"""What Metronome's ingest API accepts: the request limits, the per-event rules and their messages.
 
 Its own module so that the rules ``reference/metronome-ingest.md`` describes read
-in one place, apart from the sockets and the fault plan; it holds no state of its own.
+in one place, apart from the emulator's state and the shared core (``engine.tools.emulator``:
+sockets, body decoding, faults, rate limit); it holds no state of its own.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
@@ -25,35 +24,6 @@ _RFC3339: Final = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))\Z"
 )
-
-
-class TokenBucket:
-    """Events per second with a burst of one second's worth, never less than one full batch.
-
-    Runs on the monotonic clock, not the injectable one: the injected clock is the
-    calendar the timestamp window is judged by, and tests often freeze it.
-    """
-
-    def __init__(self, rate: float) -> None:
-        if rate <= 0:
-            raise ValueError(f"rate_limit must be a positive number of events per second, got {rate}")
-        self.rate = rate
-        self.capacity = max(rate, float(MAX_EVENTS))
-        self.refill()
-
-    def refill(self) -> None:
-        self._tokens = self.capacity
-        self._at = time.monotonic()
-
-    def take(self, count: int) -> bool:
-        """Spend ``count`` tokens if there are that many; the caller holds the emulator's lock."""
-        now = time.monotonic()
-        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens < count:
-            return False
-        self._tokens -= count
-        return True
 
 
 def _json_type(value: Any) -> str:
@@ -177,25 +147,3 @@ def bracketed(errors: list[str]) -> str:
     shown = errors[:_MAX_ERRORS_SHOWN]
     more = len(errors) - len(shown)
     return "[" + ", ".join(shown) + (f", ... and {more} more" if more else "") + "]"
-
-
-def decode(raw: bytes, encoding: str) -> tuple[Any, str | None]:
-    """The JSON value of a request body and None, or None and what is wrong with the body."""
-    encoding = encoding.strip().lower()
-    if encoding in ("gzip", "x-gzip"):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as error:
-            return None, f"the body is declared Content-Encoding: gzip but does not decompress ({error})"
-    elif encoding not in ("", "identity"):
-        return None, f"unsupported Content-Encoding {encoding!r}: send the body plain or gzip-compressed"
-    if not raw.strip():
-        return None, f"the request body is empty: expected a JSON array of 1 to {MAX_EVENTS} events"
-    try:
-        return json.loads(raw, parse_constant=_reject_constant), None
-    except (ValueError, RecursionError) as error:
-        return None, f"the request body is not valid JSON ({error})"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")

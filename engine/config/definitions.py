@@ -12,30 +12,24 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import re
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Collection, Mapping
+from typing import Any
 
 from engine.config import schemas
+from engine.config.http import (Hook, RateLimitHeader, Request, Session, compile_rate_limit, compile_request, compile_session,
+                                settings_template, template_texts)
 from engine.config.yamlsource import Document, join_pointer, load_file
 from engine.errors import ConfigError
 from engine.lang.fields import FieldSet, compile_fields
-from engine.lang.jsonpath import walk
 from engine.lang.mapping import Node, compile_mapping
-from engine.lang.template import Use, compile_template
 from engine.lang.trigger import Trigger, compile_trigger
 
 ENTRY_POINT_GROUP = "actionmap.destinations"
 _DISTRIBUTION = "actionmap"  # its own entry points are the built-in plugins
-_SETTING = re.compile(r"settings\.([A-Za-z0-9_]+)")
-
-
-Hook = Callable[..., Mapping[str, str]]
-"""A request hook: called as ``hook(method=, url=, headers=, body=, settings=)``, returns headers to add."""
 
 
 @dataclass(frozen=True)
@@ -49,20 +43,6 @@ class Setting:
     secret: bool = False
     format: str | None = None
     enum: tuple[Any, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Request:
-    """An HTTP request declared in YAML; ``url`` and header values are templates over settings."""
-
-    method: str
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-    body: str = "batch"
-    json: Any = None
-    headers_setting: str | None = None
-    body_field: str | None = None
-    hook: Hook | None = None
 
 
 @dataclass(frozen=True)
@@ -108,19 +88,8 @@ class Destination:
     folder: Path
     origin: str
     document: Document = field(repr=False)
-
-
-def _request(data: dict[str, Any], hook: Hook | None = None) -> Request:
-    return Request(
-        method=data["method"],
-        url=data["url"],
-        headers=dict(data.get("headers", {})),
-        body=data.get("body", "batch"),
-        json=data.get("json"),
-        headers_setting=data.get("headers_setting"),
-        body_field=data.get("body_field"),
-        hook=hook,
-    )
+    session: Session | None = None
+    rate_limit: tuple[RateLimitHeader, ...] = ()
 
 
 def _setting_of_type(doc: Document, settings: dict[str, Setting], name: str, kind: str, pointer: str) -> None:
@@ -142,30 +111,12 @@ def _hook(doc: Document, module: ModuleType | None, name: str | None, pointer: s
     return hook
 
 
-def settings_template(text: str, declared: Collection[str] | None = None, pointer: str = "") -> Callable[[Mapping[str, Any]], str]:
-    """A plugin's URL, method or header template, compiled: the function renders it over setting values.
-
-    Each placeholder names a setting (``{{settings.base_url}}``); with ``declared``, it
-    must be one of those (the plugin's check at load time).
-    """
-
-    def resolve(inner: str) -> Callable[[Any], Any]:
-        match = _SETTING.fullmatch(inner)
-        if match is None:
-            raise ConfigError(f"{inner} is not a setting: a plugin's template names settings only, as {{{{settings.base_url}}}}")
-        name = match.group(1)
-        if declared is not None and name not in declared:
-            known = ", ".join(declared) or "none"
-            raise ConfigError(f"settings.{name} is not declared (settings: {known})", offset=match.start(1))
-        return walk((name,))
-
-    return compile_template(text, Use("the template", "a setting such as {{settings.base_url}}", resolve), pointer)
-
-
-def _check_templates(doc: Document, settings: dict[str, Setting], pointer: str, texts: dict[str, str]) -> None:
-    """Every template in URLs, methods and headers must compile, each placeholder naming a declared setting."""
+def _check_templates(doc: Document, settings: dict[str, Setting], pointer: str, texts: dict[str, str],
+                     session: bool = False) -> None:
+    """Every template in URLs, methods, headers and bodies must compile, each placeholder naming a declared setting."""
     for key, text in texts.items():
-        _compile(doc, lambda value, at: settings_template(value, settings, at), text, join_pointer(pointer, key))
+        at = join_pointer(pointer, *key.split("/"))
+        _compile(doc, lambda value, where: settings_template(value, settings, where, session), text, at)
 
 
 def _compile(doc: Document, make: Any, value: Any, pointer: str) -> Any:
@@ -176,13 +127,22 @@ def _compile(doc: Document, make: Any, value: Any, pointer: str) -> Any:
         raise doc.place(error) from None
 
 
-def load_action(path: Path, slug: str, settings: dict[str, Setting], hooks: ModuleType | None = None) -> Action:
+def load_action(path: Path, slug: str, settings: dict[str, Setting], hooks: ModuleType | None = None,
+                session: Session | None = None) -> Action:
     """Read, check and compile ``actions/<slug>.yaml``."""
     doc = load_file(path)
     schemas.check(doc, "action")
     data = doc.data
-    request = _request(data["request"], _hook(doc, hooks, data["request"].get("hook"), "/request/hook"))
-    _check_templates(doc, settings, "/request", {"url": request.url, "method": request.method})
+    hook = _hook(doc, hooks, data["request"].get("hook"), "/request/hook")
+    request: Request = _compile(doc, lambda value, at: compile_request(value, at, hook), data["request"], "/request")
+    _check_templates(doc, settings, "/request", template_texts(request))
+    if request.session and session is None:
+        raise doc.place(ConfigError("session: true needs the destination to declare authentication.session", "/request/session"))
+    for index, rule in enumerate(request.responses):
+        match = rule.items.match if rule.items else "index"
+        if match != "index" and match not in data["fields"]:
+            raise doc.place(ConfigError(f"items match {match!r}: name one of the action's fields, or index",
+                                        f"/request/responses/{index}/items/match"))
     if request.headers_setting:
         _setting_of_type(doc, settings, request.headers_setting, "object", "/request/headers_setting")
     if request.body_field and request.body_field not in data["fields"]:
@@ -236,10 +196,17 @@ def load_destination(folder: Path, expected_slug: str, origin: str = "built-in")
             raise doc.place(ConfigError(f"setting {name} is required and has a default: choose one", f"/settings/{name}"))
     auth_headers = dict(data.get("authentication", {}).get("headers", {}))
     _check_templates(doc, settings, "/authentication/headers", auth_headers)
+    authentication = data.get("authentication", {})
+    session = None
+    if "session" in authentication:
+        session = _compile(doc, compile_session, authentication["session"], "/authentication/session")
+        _check_templates(doc, settings, "/authentication/session/request", template_texts(session.request))
+        _check_templates(doc, settings, "/authentication/session/headers", session.headers, session=True)
     check = data.get("credential_check")
     credential_check = None
     if check:
-        credential_check = CredentialCheck(_request(check["request"]), frozenset(check["valid"]), frozenset(check["invalid"]))
+        request = _compile(doc, compile_request, check["request"], "/credential_check/request")
+        credential_check = CredentialCheck(request, frozenset(check["valid"]), frozenset(check["invalid"]))
         _check_templates(doc, settings, "/credential_check/request", {"url": credential_check.request.url})
         _check_templates(doc, settings, "/credential_check/request/headers", credential_check.request.headers)
     hooks = None
@@ -253,7 +220,7 @@ def load_destination(folder: Path, expected_slug: str, origin: str = "built-in")
         path = folder / "actions" / f"{slug}.yaml"
         if not path.is_file():
             raise doc.place(ConfigError(f"action {slug} is declared but {path} does not exist", f"/actions/{index}"))
-        actions[slug] = load_action(path, slug, settings, hooks)
+        actions[slug] = load_action(path, slug, settings, hooks, session)
     undeclared = sorted(p.stem for p in (folder / "actions").glob("*.yaml") if p.stem not in actions)
     if undeclared:
         raise doc.place(
@@ -272,6 +239,8 @@ def load_destination(folder: Path, expected_slug: str, origin: str = "built-in")
         settings=settings,
         auth_headers=auth_headers,
         credential_check=credential_check,
+        session=session,
+        rate_limit=compile_rate_limit(data.get("rate_limit", {})),
         actions=actions,
         presets=presets,
         folder=folder,

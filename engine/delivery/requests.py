@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
+from urllib.parse import urlencode
 
 import orjson
 
-from engine.config.definitions import Hook, settings_template
+from engine.config.http import PAYLOAD, PAYLOADS, Hook, Request, ResponseRule, batched_template, settings_template
 from engine.config.mappingfile import MappingFile, Settings, Subscription
 from engine.delivery.records import DeadLetter, Outgoing
+from engine.delivery.sessions import MASKED, Sessions
 from engine.errors import ConfigError
 
 DeadLetterSink = Callable[[DeadLetter], None]
@@ -33,9 +35,67 @@ def _header_problem(name: str, value: object) -> str | None:
     return None
 
 
+Shape = Callable[[list[Any]], Any]
+"""The body's JSON value for a request's payloads."""
+
+
+def _shape(request: Request, batched: bool, settings: Settings) -> Shape:
+    """How a request's payloads become its body's value: themselves, the array of them, or the plugin's template."""
+    if request.template is None:
+        return (lambda payloads: payloads) if batched else (lambda payloads: payloads[0])
+
+    def fill(node: Any) -> Callable[[list[Any]], Any]:
+        if node == PAYLOADS:
+            return lambda payloads: payloads
+        if node == PAYLOAD:
+            return lambda payloads: payloads[0]
+        if isinstance(node, str):
+            text = settings_template(node)(settings.values)
+            return lambda payloads: text
+        if isinstance(node, dict):
+            parts = [(key, fill(value)) for key, value in node.items()]
+            return lambda payloads: {key: part(payloads) for key, part in parts}
+        if isinstance(node, list):
+            items = [fill(value) for value in node]
+            return lambda payloads: [item(payloads) for item in items]
+        return lambda payloads: node
+
+    return fill(request.template)
+
+
+def _form_pairs(value: Any, prefix: str, out: list[tuple[str, str]]) -> None:
+    """A JSON value as form fields: nested keys in brackets (``payload[value]``), null left out."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _form_pairs(item, f"{prefix}[{key}]" if prefix else str(key), out)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _form_pairs(item, f"{prefix}[{index}]", out)
+    elif value is None:
+        return
+    elif not prefix:
+        raise ValueError("a form body is made of an object's fields, not of a single value")
+    elif isinstance(value, bool):
+        out.append((prefix, "true" if value else "false"))
+    elif isinstance(value, str):
+        out.append((prefix, value))
+    else:
+        out.append((prefix, orjson.dumps(value).decode()))
+
+
+def form_encoded(value: Any) -> bytes:
+    """``application/x-www-form-urlencoded`` bytes, brackets left literal as the platforms' own clients send them."""
+    pairs: list[tuple[str, str]] = []
+    _form_pairs(value, "", pairs)
+    return urlencode(pairs, safe="[]").encode()
+
+
+_CONTENT_TYPES = {"json": "application/json", "form": "application/x-www-form-urlencoded"}
+
+
 @dataclass
 class Target:
-    """A subscription's request, rendered once: method, URL, headers, how payloads become a body."""
+    """A subscription's request, rendered once: method, URL, headers, how payloads become a body, what answers mean."""
 
     method: str
     url: str
@@ -43,6 +103,11 @@ class Target:
     batched: bool
     body_field: str | None
     hook: Hook | None
+    shape: Shape
+    form: bool = False
+    session: bool = False
+    success: frozenset[int] | None = None
+    rules: tuple[ResponseRule, ...] = ()
 
 
 class Requests:
@@ -50,12 +115,15 @@ class Requests:
 
     def __init__(self, mapping_file: MappingFile) -> None:
         self.settings = mapping_file.settings
-        auth = {k: render(v, self.settings) for k, v in mapping_file.destination.auth_headers.items()}
-        self.targets = {sub.name: self._target(sub, auth) for sub in mapping_file.subscriptions}
+        destination = mapping_file.destination
+        self.auth = {k: render(v, self.settings) for k, v in destination.auth_headers.items()}
+        self.sessions = Sessions(destination.session, self.settings, self.auth) if destination.session else None
+        self.targets = {sub.name: self._target(sub) for sub in mapping_file.subscriptions}
 
-    def _target(self, sub: Subscription, auth: dict[str, str]) -> Target:
+    def _target(self, sub: Subscription) -> Target:
         request = sub.action.request
-        headers = {"content-type": "application/json", **auth}
+        headers = {"content-type": request.content_type or _CONTENT_TYPES[request.encoding]}
+        headers.update({} if request.session else self.auth)
         headers.update({k: render(v, self.settings) for k, v in request.headers.items()})
         if request.headers_setting:
             headers.update(self.settings.values.get(request.headers_setting) or {})
@@ -63,9 +131,14 @@ class Requests:
             problem = _header_problem(name, value)
             if problem is not None:
                 raise ConfigError(f"subscription {sub.name!r}: {problem}: check the settings it is made from")
-        batched = request.body == "batch" or (request.body == "auto" and sub.batch_size > 1)
+        if request.body == "template":
+            batched = batched_template(request.template)
+        else:
+            batched = request.body == "batch" or (request.body == "auto" and sub.batch_size > 1)
         method = render(request.method, self.settings)
-        return Target(method, render(request.url, self.settings), headers, batched, request.body_field, request.hook)
+        return Target(method, render(request.url, self.settings), headers, batched, request.body_field, request.hook,
+                      _shape(request, batched, self.settings), request.encoding == "form", request.session,
+                      request.success, request.responses)
 
     def preview(self, sub: Subscription, items: list[Outgoing], dead_letter: DeadLetterSink) -> list[dict[str, Any]]:
         """The exact requests a batch becomes, secrets masked: what ``--dry-run`` prints (unencodable payloads dead-lettered)."""
@@ -73,8 +146,11 @@ class Requests:
         requests = []
         for group in self.groups(target, items):
             for _, body, sent in self.encoded(sub, target, group, dead_letter):
+                if target.session and self.sessions is not None:  # a dry run obtains no token: it shows where one goes
+                    sent = {**sent, **self.sessions.carrying(MASKED)}
                 headers = {k: self.settings.redact(v) for k, v in sent.items()}
-                requests.append({"method": target.method, "url": self.settings.redact(target.url), "headers": headers, "body": orjson.loads(body)})
+                shown = body.decode() if target.form else orjson.loads(body)
+                requests.append({"method": target.method, "url": self.settings.redact(target.url), "headers": headers, "body": shown})
         return requests
 
     @staticmethod
@@ -86,7 +162,8 @@ class Requests:
     def _body(target: Target, items: list[Outgoing]) -> bytes:
         field = target.body_field
         payloads = [item.payload[field] for item in items] if field else [item.payload for item in items]
-        return orjson.dumps(payloads if target.batched else payloads[0])
+        value = target.shape(payloads)
+        return form_encoded(value) if target.form else orjson.dumps(value)
 
     def _headers(self, target: Target, body: bytes) -> dict[str, str]:
         """The request's headers, with whatever the plugin's hook adds for these exact body bytes."""

@@ -15,26 +15,20 @@ sender's waits check (:data:`Wait`), never an exception raised out of a sleep.
 
 from __future__ import annotations
 
-import email.utils
 import importlib.metadata
 import random
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import httpx
 
 from engine.config.mappingfile import MappingFile, Subscription
+from engine.delivery.answers import STOPPED, Answer, classify, expired, message
 from engine.delivery.records import DeadLetter, Outgoing
 from engine.delivery.requests import Requests, Target, render
 
-Kind = Literal["ok", "retry", "reject", "unauthorized", "stopped"]
-RETRYABLE = frozenset({408, 429})
-REJECTED = frozenset({400, 404, 413, 422})
-UNAUTHORIZED = frozenset({401, 403})
-_MESSAGE_LIMIT = 500
 CONNECT_TIMEOUT = 5.0
 
 
@@ -127,63 +121,6 @@ class TokenBucket:
                 return False
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    kind: Kind
-    status: int | None
-    message: str
-    retry_after: float | None = None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date).
-
-    A header that does not parse is ignored (the backoff applies), never an error:
-    a malformed hint from a struggling server must not stop delivery.
-    """
-    ms = response.headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000" parses naive; HTTP dates are GMT
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:_MESSAGE_LIMIT] or response.reason_phrase
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"][:_MESSAGE_LIMIT]
-    return response.text[:_MESSAGE_LIMIT]
-
-
-def classify(response: httpx.Response) -> Answer:
-    status = response.status_code
-    if 200 <= status < 300:
-        return Answer("ok", status, "")
-    if status in RETRYABLE or status >= 500:
-        return Answer("retry", status, _message(response), _retry_after(response))
-    if status in UNAUTHORIZED:
-        return Answer("unauthorized", status, _message(response))
-    return Answer("reject", status, _message(response))
-
-
 class Sender:
     """Sends batches for one connection and says what became of each payload (:class:`Sent`); it sends a secret nowhere but the destination."""
 
@@ -241,10 +178,27 @@ class Sender:
 
     def _bisect(self, sub: Subscription, target: Target, items: list[Outgoing], body: bytes, headers: dict[str, str],
                 sent: Sent) -> None:
-        if sent.halted:  # the credential was refused or the sender stopped: the rest is kept, undecided
-            sent.kept.extend(items)
-            return
-        answer, attempts = self._post(target, len(items), body, headers, sent)
+        while True:
+            if sent.halted:  # the credential was refused or the sender stopped: the rest is kept, undecided
+                sent.kept.extend(items)
+                return
+            answer, attempts = self._post(target, items, body, headers, sent)
+            if answer.kind != "named":
+                break
+            # the answer named the payloads it is about: settle those, send the rest again without them
+            for index in sorted(answer.named):
+                if answer.outcome == "delivered":
+                    sent.delivered.append(items[index])
+                else:
+                    reason = f"rejected by the server: {answer.named[index]}"
+                    sent.dead.append(DeadLetter.of(sub.name, items[index], reason, answer.status, attempts))
+            rest = [item for index, item in enumerate(items) if index not in answer.named]
+            parts = list(self.rendering.encoded(sub, target, rest, sent.dead.append)) if rest else []
+            if len(parts) != 1:
+                for encodable, part_body, part_headers in parts:
+                    self._bisect(sub, target, encodable, part_body, part_headers, sent)
+                return
+            items, body, headers = parts[0]
         if answer.kind == "ok":
             sent.delivered.extend(items)
         elif answer.kind == "stopped":
@@ -265,21 +219,39 @@ class Sender:
                 for encodable, half_body, half_headers in self.rendering.encoded(sub, target, half, sent.dead.append):
                     self._bisect(sub, target, encodable, half_body, half_headers, sent)
 
-    def _post(self, target: Target, count: int, body: bytes, headers: dict[str, str], sent: Sent) -> tuple[Answer, int]:
+    def _attempt(self, target: Target, items: list[Outgoing], body: bytes, headers: dict[str, str]) -> Answer:
+        """One request and what its answer means; an expired session token is renewed and the request sent once more."""
+        sessions = self.rendering.sessions if target.session else None
+        for _ in range(2):
+            token = None
+            if sessions is not None:
+                authorized = sessions.headers(self.client)
+                if isinstance(authorized, Answer):
+                    return authorized
+                extra, token = authorized
+                headers = {**headers, **extra}
+            try:
+                response = self.client.request(target.method, target.url, content=body, headers=headers)
+            except httpx.TimeoutException as exc:
+                return Answer("retry", None, f"timed out ({type(exc).__name__})")
+            except httpx.RequestError as exc:  # connection refused or reset, dropped without an answer, undecodable answer
+                return Answer("retry", None, f"connection failed ({type(exc).__name__}: {exc})")
+            if sessions is None or token is None or not expired(response, sessions.session.expired):
+                payloads = [item.payload for item in items] if target.rules else []
+                return classify(response, target.rules, payloads, target.success, self.mapping_file.destination.rate_limit)
+            sessions.expire(token)
+        return Answer("unauthorized", response.status_code, "a session token was answered as expired as soon as it was obtained")
+
+    def _post(self, target: Target, items: list[Outgoing], body: bytes, headers: dict[str, str], sent: Sent) -> tuple[Answer, int]:
         """Send until a final answer, the retry budget is spent or the wait says stop; the answer and the attempts made."""
         started = self.clock()
         attempt = 0
         while True:
-            if self.pace is not None and not self.pace.take(count, self.wait):
-                return Answer("stopped", None, ""), attempt
+            if self.pace is not None and not self.pace.take(len(items), self.wait):
+                return STOPPED, attempt
             attempt += 1
             sent.requests += 1
-            try:
-                answer = classify(self.client.request(target.method, target.url, content=body, headers=headers))
-            except httpx.TimeoutException as exc:
-                answer = Answer("retry", None, f"timed out ({type(exc).__name__})")
-            except httpx.RequestError as exc:  # connection refused or reset, dropped without an answer, undecodable answer
-                answer = Answer("retry", None, f"connection failed ({type(exc).__name__}: {exc})")
+            answer = self._attempt(target, items, body, headers)
             if answer.kind != "retry":
                 return answer, attempt
             wait = self.policy.delay(attempt, self.rng)
@@ -289,7 +261,7 @@ class Sender:
                 return answer, attempt
             sent.retries += 1
             if self.wait(wait):
-                return Answer("stopped", None, ""), attempt
+                return STOPPED, attempt
 
 
 def check_credential(mapping_file: MappingFile, client: httpx.Client | None = None) -> tuple[str, str]:
@@ -314,5 +286,5 @@ def check_credential(mapping_file: MappingFile, client: httpx.Client | None = No
     if status in check.valid:
         return "valid", f"{status} from {settings.redact(url)}"
     if status in check.invalid:
-        return "refused", settings.redact(f"{status} from {url}: {_message(response)}")
-    return "unexpected", settings.redact(f"{status} from {url}: {_message(response)}")
+        return "refused", settings.redact(f"{status} from {url}: {message(response)}")
+    return "unexpected", settings.redact(f"{status} from {url}: {message(response)}")

@@ -14,6 +14,7 @@ from engine.errors import ConfigError, MappingFailure
 from engine.lang.fields.coercions import _COERCIONS, _converter, NULL_TO_MISSING
 from engine.lang.fields.constraints import _elements, _enum, _FORMATS, _sequence, _test
 from engine.lang.fields.problems import _BOUNDS, FieldProblem, _Invalid, _json, _ONLY_FOR, Step, TYPES
+from engine.lang.fields.timeformats import DEFAULT, TIME_FORMATS, TimeFormat
 from engine.lang.fields.types import _boolean, _datetime, _finite, _integral, _numeric, _sized
 from engine.lang.missing import MISSING
 from engine.config.yamlsource import join_pointer
@@ -132,7 +133,22 @@ def _body(decl: Mapping[str, Any], pointer: str, type_name: str, convert: Step) 
         if "items" in decl:
             steps.append(_elements(_compile_shape(decl["items"], join_pointer(pointer, "items"), field=False).run))
         return steps
-    return [_boolean(convert) if type_name == "boolean" else _datetime(convert)]
+    if type_name == "boolean":
+        return [_boolean(convert)]
+    written = _time_format(decl, pointer).write
+    return [_datetime(convert)] if written is DEFAULT.write else [_datetime(convert), written]
+
+
+def _time_format(decl: Mapping[str, Any], pointer: str) -> TimeFormat:
+    """The declared ``send_as`` of a datetime field (how it goes on the wire), RFC 3339 with milliseconds by default."""
+    name = _option(decl, "send_as", pointer, "text")
+    if name is None:
+        return DEFAULT
+    if decl.get("type") != "datetime":
+        raise ConfigError("send_as applies to datetime fields: it says how the time is written", join_pointer(pointer, "send_as"))
+    if name not in TIME_FORMATS:
+        raise ConfigError(f"unknown send_as {_json(name)}; known: {', '.join(TIME_FORMATS)}", join_pointer(pointer, "send_as"))
+    return TIME_FORMATS[name]
 
 
 def _enum_values(decl: Mapping[str, Any], pointer: str, strict: Step) -> list[Any]:
@@ -243,6 +259,7 @@ class Window:
     past: timedelta
     future: timedelta
     text: str  # "34d back to 24h ahead", for messages
+    read: Callable[[Any], "str | None"] = DEFAULT.read  # the value as sent (``send_as``) -> canonical UTC text
 
 
 def _window(decl: Mapping[str, Any], name: str, pointer: str) -> Window | None:
@@ -258,7 +275,7 @@ def _window(decl: Mapping[str, Any], name: str, pointer: str) -> Window | None:
         if match is None:
             raise ConfigError(f"window {key} must be a number and a unit (s, m, h or d), as 34d or 24h, not {_json(text)}", join_pointer(at, key))
         spans.append(timedelta(**{_UNIT[match.group(2)]: int(match.group(1))}))
-    return Window(name, spans[0], spans[1], f"{window['past']} back to {window['future']} ahead")
+    return Window(name, spans[0], spans[1], f"{window['past']} back to {window['future']} ahead", _time_format(decl, pointer).read)
 
 
 @dataclass(frozen=True)

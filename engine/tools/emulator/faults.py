@@ -1,7 +1,7 @@
-"""The fault script of the Metronome emulator: which faults exist and which one the next ingest request gets.
+"""The fault script every emulator shares: which faults exist and which one the next ingest request gets.
 
-Its own module because the fault plan is shared by the emulator, its command line
-and the delivery tests that script it, and none of that needs the HTTP server.
+Its own module because the fault plan is shared by the emulators, their command line
+and the delivery tests that script them, and none of that needs the HTTP server.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ FAULT_KINDS: Final = (
     "slow",
     "reset_before_read",
 )
-"""Every fault the emulator can inject; ``None`` in a script means "behave normally"."""
+"""Every fault an emulator can inject; ``None`` in a script means "behave normally"."""
 
 STATUS_FAULTS: Final = {"429": 429, "429_retry_after": 429, "500": 500, "502": 502, "503": 503, "504": 504}
 """Faults answered with a status alone: the body is read (keep-alive stays usable), nothing is stored."""

@@ -1,0 +1,321 @@
+"""The declared HTTP features any plugin may use (issue 15): body templates, form bodies, exact content types,
+success statuses, response rules naming items, "already stored" answers, rate-limit headers and session tokens.
+
+A fictional third-party plugin, ``tests/fixtures/ledger``, declares them all in YAML; its API runs here on
+the shared emulator core over real sockets. Nothing in this file or the plugin is platform code in the engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import secrets
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import orjson
+import pytest
+from hypothesis import given, settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from engine.config.definitions import Catalog, load_destination
+from engine.config.http import compile_items
+from engine.config.mappingfile import MappingFile, load_mapping_file
+from engine.delivery import Outgoing, RetryPolicy, Sender
+from engine.delivery.answers import named, retry_after
+from engine.config.http import RateLimitHeader
+from engine.errors import ConfigError
+from engine.runtime.send import send_events
+from engine.tools.emulator import Answer, Call, Emulator, Route, json_answer
+from tests.conftest import REPO, track_events
+
+PLUGIN = REPO / "tests" / "fixtures" / "ledger"
+KEY = "ledger-key-" + "7" * 16
+
+
+class Ledger(Emulator):
+    """The ledger's API: sessions, wrapped entries (400 names bad ones by id, 409 repeats by index), forms, cloud."""
+
+    slug = "ledger"
+    name = "Ledger"
+    secret_headers = frozenset({"authorization", "x-ledger-session"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.sessions: dict[str, bool] = {}  # token -> still valid
+        self.session_uses: list[str] = []  # the token of each entries request that was accepted
+        self.answer_200 = False
+        super().__init__(*args, **kwargs)
+
+    def routes(self) -> list[Route]:
+        return [Route("POST", "/sessions", self._session), Route("POST", "/v1/entries", self._entries, ingest=True, authenticated=False),
+                Route("POST", "/v1/form", self._form, ingest=True), Route("POST", "/v1/cloud", self._cloud, ingest=True)]
+
+    def error(self, status: int, text: str, *headers: tuple[str, str]) -> Answer:
+        return json_answer(status, {"message": text}, *headers)
+
+    def expire_sessions(self) -> None:
+        with self.lock:
+            self.sessions = dict.fromkeys(self.sessions, False)
+
+    def _session(self, call: Call, fault: str | None, match: re.Match[str]) -> Answer:
+        token = "sess-" + secrets.token_hex(12)
+        with self.lock:
+            self.sessions[token] = True
+        expires = (datetime.now(timezone.utc) + timedelta(minutes=15)).isoformat()
+        return json_answer(200, {"session": {"token": token, "expires_at": expires}})
+
+    def _entries(self, call: Call, fault: str | None, match: re.Match[str]) -> Answer | None:
+        token = call.headers.get("x-ledger-session")
+        with self.lock:
+            if token not in self.sessions:
+                return json_answer(401, {"error": "unknown_session"})
+            if not self.sessions[token]:
+                return json_answer(401, {"error": "session_expired"})
+        body = call.json()
+        entries = body["entries"]
+        bad = [{"id": e["id"], "why": f"amount {e['amount']} is negative"} for e in entries if e["amount"] < 0]
+        if bad:
+            return json_answer(400, {"kind": "invalid_entries", "errors": bad})
+        with self.lock:
+            repeats = {str(i): "exists" for i, e in enumerate(entries) if self.first(e["id"]) is not None}
+            if repeats:
+                return json_answer(409, {"repeats": repeats})
+            for entry in entries:
+                self.store(entry["id"], {**entry, "book": body["book"]})
+            self.session_uses.append(str(token))
+        return None if fault == "store_all_then_drop" else json_answer(200, {"ok": len(entries)})
+
+    def _form(self, call: Call, fault: str | None, match: re.Match[str]) -> Answer:
+        if call.headers.get("content-type") != "application/x-www-form-urlencoded":
+            return self.error(415, "send a form")
+        fields = dict(parse_qsl(call.raw.decode(), keep_blank_values=True))
+        with self.lock:
+            if self.first(fields["id"]) is not None:
+                return self.error(400, f"an entry already exists with id {fields['id']}")
+            self.store(fields["id"], fields)
+        return json_answer(200, {})
+
+    def _cloud(self, call: Call, fault: str | None, match: re.Match[str]) -> Answer:
+        if call.headers.get("content-type") != "application/vnd.ledger-batch+json":
+            return self.error(400, f"invalid content type: {call.headers.get('content-type')}")
+        for entry in call.json():
+            self.store(entry["id"], entry)
+        return Answer(200 if self.answer_200 else 202, b"", content_type=None)
+
+    def count(self, call: Call, body: Any) -> int | None:
+        return len(body["entries"]) if isinstance(body, dict) and isinstance(body.get("entries"), list) else super().count(call, body)
+
+
+@pytest.fixture
+def ledger() -> Any:
+    with Ledger({KEY}) as emulator:
+        yield emulator
+
+
+def connection(tmp_path: Path, emulator: Ledger, action: str) -> MappingFile:
+    catalog = Catalog()
+    catalog.add_folder(PLUGIN)
+    path = tmp_path / f"{action}.yaml"
+    path.write_text(f"destination: ledger\nsettings:\n  api_key: ${{LEDGER_KEY}}\n  base_url: {emulator.base_url}\n"
+                    f"subscriptions:\n  - name: {action}\n    action: {action}\n")
+    return load_mapping_file(path, env={"LEDGER_KEY": KEY}, catalog=catalog)
+
+
+def ledger_events(count: int, seed: int) -> list[dict[str, Any]]:
+    events = track_events(count, seed=seed)
+    for index, event in enumerate(events):
+        event["properties"] = {"amount": index % 7 + 0.5, "note": {"kind": "usage", "tags": ["a", "b"]}, "ok": True}
+    return events
+
+
+def fast_sender(mapping: MappingFile) -> Sender:
+    return Sender(mapping, policy=RetryPolicy(base=0.01, cap=0.05))
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_wrapped_batch_whose_answer_names_bad_entries_dead_letters_only_those_in_one_more_request(
+        ledger: Ledger, tmp_path: Path) -> None:
+    events = ledger_events(500, seed=15)
+    poisoned = {events[i]["messageId"] for i in (3, 120, 121, 377)}
+    for event in events:
+        if event["messageId"] in poisoned:
+            event["properties"]["amount"] = -1
+    mapping = connection(tmp_path, ledger, "entries")
+    summary = send_events(mapping, events, dead_letters=tmp_path / "dead.ndjson", sender=fast_sender(mapping))
+    letters = read(tmp_path / "dead.ndjson")
+    assert {letter["payload"]["id"] for letter in letters} == poisoned
+    assert all(letter["reason"] == "rejected by the server: amount -1 is negative" and letter["status"] == 400 for letter in letters)
+    assert set(ledger.stored) == {e["messageId"] for e in events} - poisoned
+    assert all(stored["book"] == "main" for stored in ledger.stored.values()), "the template's setting string was rendered"
+    batches_with_poison = 3  # 3 in the first batch of 50, 120 and 121 in the third, 377 in the eighth
+    posts = [r for r in ledger.requests if r.path == "/v1/entries"]
+    assert len(posts) == summary.requests == 10 + batches_with_poison, "one extra request per poisoned batch, no bisection"
+    assert summary.delivered == 496 and summary.dead_lettered == 4
+
+
+def test_entries_answered_as_already_stored_count_as_delivered_and_are_stored_once(ledger: Ledger, tmp_path: Path) -> None:
+    events = ledger_events(120, seed=16)
+    mapping = connection(tmp_path, ledger, "entries")
+    send_events(mapping, events[:70], sender=fast_sender(mapping))
+    ledger.faults.extend(["store_all_then_drop"])  # the next batch is stored, then its answer is lost
+    summary = send_events(mapping, events, dead_letters=tmp_path / "dead.ndjson", sender=fast_sender(mapping))
+    assert read(tmp_path / "dead.ndjson") == []
+    assert summary.delivered == 120 and ledger.duplicates == 0
+    assert list(ledger.stored) == [e["messageId"] for e in events]
+
+
+def test_a_session_is_obtained_once_renewed_when_the_server_expires_it_and_never_shown(
+        ledger: Ledger, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    events = ledger_events(300, seed=17)
+    mapping = connection(tmp_path, ledger, "entries")
+    sender = fast_sender(mapping)
+    first = send_events(mapping, events[:100], sender=sender)
+    ledger.expire_sessions()
+    second = send_events(mapping, events[100:], dead_letters=tmp_path / "dead.ndjson", sender=sender)
+    sender.close()
+    assert first.delivered + second.delivered == 300
+    assert list(ledger.stored) == [e["messageId"] for e in events], "no event lost when the session expired"
+    assert len(ledger.sessions) == 2, "one session for the first run's batches, one renewal after the expiry"
+    assert len(set(ledger.session_uses[:2])) == 1 and ledger.session_uses[-1] != ledger.session_uses[0]
+    logged = json.dumps([r.headers for r in ledger.requests])
+    shown = capsys.readouterr()
+    dead = tmp_path / "dead.ndjson"
+    everything = shown.out + shown.err + logged + (dead.read_text() if dead.exists() else "")
+    assert ledger.sessions and not any(token in everything for token in ledger.sessions), "a session token was shown"
+
+
+def test_a_dry_run_shows_where_the_session_token_goes_without_obtaining_one(ledger: Ledger, tmp_path: Path) -> None:
+    mapping = connection(tmp_path, ledger, "entries")
+    sub = mapping.subscriptions[0]
+    outgoing = [Outgoing(0, {}, {"id": "e-1", "amount": 1, "at": 1767225600})]
+    requests, _ = Sender(mapping).preview(sub, outgoing)
+    assert requests[0]["headers"]["X-Ledger-Session"] == "********"
+    assert "authorization" not in {k.lower() for k in requests[0]["headers"]}, "a session request carries the token, not the key"
+    assert requests[0]["body"] == {"book": "main", "entries": [{"id": "e-1", "amount": 1, "at": 1767225600}]}
+    assert ledger.requests == [], "a dry run sends nothing, not even for a session"
+
+
+def test_a_form_body_flattens_nested_values_and_a_repeated_id_answer_counts_as_delivered(ledger: Ledger, tmp_path: Path) -> None:
+    events = ledger_events(30, seed=19)
+    mapping = connection(tmp_path, ledger, "form_entry")
+    send_events(mapping, events[:10], sender=fast_sender(mapping))
+    summary = send_events(mapping, events, dead_letters=tmp_path / "dead.ndjson", sender=fast_sender(mapping))
+    assert summary.delivered == 30 and read(tmp_path / "dead.ndjson") == []
+    first = events[0]
+    stamp = int(datetime.fromisoformat(first["timestamp"]).timestamp())
+    assert ledger.stored[first["messageId"]] == {
+        "id": first["messageId"], "at": str(stamp), "detail[amount]": "0.5", "detail[note][kind]": "usage",
+        "detail[note][tags][0]": "a", "detail[note][tags][1]": "b", "detail[ok]": "true"}
+    raw = next(r for r in ledger.requests if r.path == "/v1/form")
+    assert raw.headers["content-type"] == "application/x-www-form-urlencoded"
+
+
+def test_an_exact_content_type_is_sent_and_a_2xx_the_plugin_does_not_declare_is_a_rejection(ledger: Ledger, tmp_path: Path) -> None:
+    events = ledger_events(20, seed=20)
+    mapping = connection(tmp_path, ledger, "cloud_entry")
+    assert send_events(mapping, events[:10], sender=fast_sender(mapping)).delivered == 10
+    stored = ledger.stored[events[0]["messageId"]]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stored["time"]), "send_as: rfc3339 has no fraction"
+    ledger.answer_200 = True
+    summary = send_events(mapping, events[10:11], dead_letters=tmp_path / "dead.ndjson", sender=fast_sender(mapping))
+    (letter,) = read(tmp_path / "dead.ndjson")
+    assert summary.dead_lettered == 1 and letter["status"] == 200
+    assert "answered 200, which this destination does not answer when it stores events" in letter["reason"]
+
+
+def test_declared_rate_limit_headers_are_read_after_retry_after() -> None:
+    declared = (RateLimitHeader("X-Ledger-Wait-Ms", "milliseconds"), RateLimitHeader("X-Reset", "unix_seconds"))
+    assert retry_after(httpx.Response(429, headers={"X-Ledger-Wait-Ms": "250"}), declared) == 0.25
+    assert retry_after(httpx.Response(429, headers={"Retry-After": "2", "X-Ledger-Wait-Ms": "250"}), declared) == 2.0
+    assert retry_after(httpx.Response(429, headers={"X-Ledger-Wait-Ms": "soon"}), declared) is None
+    reset = retry_after(httpx.Response(429, headers={"X-Reset": "0"}), declared)
+    assert reset == 0.0, "a reset time already past means no wait"
+
+
+PLUGIN_ERRORS = [
+    ("body", {"template": {"a": "{{payloads}}", "b": "{{payload}}"}}, "holds the string {{payloads}}"),
+    ("encoding", "form", "a form-encoded body carries one payload"),
+    ("responses", [{"status": [400], "items": {"at": "errors", "match": "nope"}}], "items match 'nope'"),
+    ("responses", [{"status": [400], "outcome": "retry", "items": {"at": "errors", "match": "index"}}], "retry and refused are about the whole request"),
+    ("responses", [{"status": [400], "when": "contains(", "outcome": "dead"}], "JMESPath"),
+    ("body", {"template": {"book": "{{settings.nope}}", "e": "{{payloads}}"}}, "settings.nope is not declared"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "wanted"), PLUGIN_ERRORS)
+def test_a_request_declaration_that_cannot_work_is_an_error_at_its_place(tmp_path: Path, key: str, value: Any, wanted: str) -> None:
+    import shutil
+    import yaml
+
+    folder = tmp_path / "ledger"
+    shutil.copytree(PLUGIN, folder)
+    action = folder / "actions" / "entries.yaml"
+    data = yaml.safe_load(action.read_text())
+    data["request"][key] = value
+    action.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError) as caught:
+        load_destination(folder, "ledger", "folder")
+    text = str(caught.value)
+    assert wanted in text and re.search(r"entries\.yaml:\d+:\d+", text), text
+
+
+def test_session_true_needs_a_declared_session(tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "ledger"
+    shutil.copytree(PLUGIN, folder)
+    destination = folder / "destination.yaml"
+    text = destination.read_text()
+    destination.write_text(text[:text.index("  session:")] + text[text.index("rate_limit:"):])
+    with pytest.raises(ConfigError, match=r"session: true needs the destination to declare authentication.session"):
+        load_destination(folder, "ledger", "folder")
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+                    max_leaves=20)
+
+
+def reference_named(entries: Any, match: str, payloads: list[dict[str, Any]]) -> set[int]:
+    """A plain reading of which positions an answer names: by index key, or by an ``id`` equal to the payload's."""
+    if match == "index":
+        keys = entries.keys() if isinstance(entries, dict) else []
+        return {int(k) for k in keys if k.isascii() and k.isdigit() and int(k) < len(payloads)}
+    found = [e.get("id") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    return {i for i, p in enumerate(payloads) if any(name is not None and name == p.get("id") for name in found)}
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(["errors", "x"]), JSON, max_size=2), count=st.integers(0, 6),
+       match=st.sampled_from(["index", "id"]))
+def test_items_named_by_any_answer_are_positions_of_the_request_and_match_a_plain_reading(
+        body: dict[str, Any], count: int, match: str) -> None:
+    payloads = [{"id": str(i % 3)} for i in range(count)]
+    items = compile_items({"at": "errors", "match": match, **({"key": "id"} if match == "id" else {})}, "/items")
+    found = named(items, body, payloads)
+    assert set(found) == reference_named(body.get("errors"), match, payloads)
+    assert all(isinstance(reason, str) and len(reason) <= 500 for reason in found.values())
+
+
+def test_a_token_each_worker_shares_is_obtained_once(ledger: Ledger, tmp_path: Path) -> None:
+    mapping = connection(tmp_path, ledger, "entries")
+    sender = fast_sender(mapping)
+    sessions = sender.rendering.sessions
+    assert sessions is not None
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(sessions.headers(sender.client))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sender.close()
+    assert len(ledger.sessions) == 1 and len({token for _, token in results}) == 1
+    assert list(itertools.chain.from_iterable(h.keys() for h, _ in results)) == ["X-Ledger-Session"] * 8
