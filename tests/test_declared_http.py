@@ -319,3 +319,12 @@ def test_a_token_each_worker_shares_is_obtained_once(ledger: Ledger, tmp_path: P
     sender.close()
     assert len(ledger.sessions) == 1 and len({token for _, token in results}) == 1
     assert list(itertools.chain.from_iterable(h.keys() for h, _ in results)) == ["X-Ledger-Session"] * 8
+
+
+def test_items_named_inside_a_text_by_a_pattern_are_positions_of_the_request() -> None:
+    items = compile_items({"at": "detail", "match": "index", "pattern": 'Error at "/(?P<item>[0-9]+)/'}, "/items")
+    detail = 'doesn\'t match schema: Error at "/37/data": property "blob" is unsupported; Error at "/99/id": too long'
+    assert named(items, {"detail": detail}, [{}] * 40) == {37: detail}, "an index past the request names nothing"
+    assert named(items, {"detail": 37}, [{}] * 40) == {}, "a detail that is not text names nothing"
+    with pytest.raises(ConfigError, match=r"\(\?P<item>"):
+        compile_items({"at": "detail", "match": "index", "pattern": "Error at (\\d+)"}, "/items")

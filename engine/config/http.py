@@ -65,6 +65,7 @@ class Items:
     key: Search | None = None
     reason: Search | None = None
     when: Search | None = None
+    pattern: re.Pattern[str] | None = None  # ``at`` is a text; each match's group ``item`` names one
 
 
 @dataclass(frozen=True)
@@ -162,9 +163,21 @@ def batched_template(template: Any) -> bool:
     return any(text == PAYLOADS for text, _ in _template_places(template, ""))
 
 
+def _pattern(data: Mapping[str, Any], pointer: str) -> re.Pattern[str] | None:
+    if "pattern" not in data:
+        return None
+    try:
+        pattern = re.compile(data["pattern"])
+    except re.error as error:
+        raise ConfigError(f"pattern is not a valid regular expression: {error.msg}", f"{pointer}/pattern", error.pos) from None
+    if "item" not in pattern.groupindex:
+        raise ConfigError("pattern must name the item with a group (?P<item>...)", f"{pointer}/pattern")
+    return pattern
+
+
 def compile_items(data: Mapping[str, Any], pointer: str) -> Items:
     return Items(compile_jmespath(data["at"], f"{pointer}/at"), data["match"], _search(data, "key", pointer),
-                 _search(data, "reason", pointer), _search(data, "when", pointer))
+                 _search(data, "reason", pointer), _search(data, "when", pointer), _pattern(data, pointer))
 
 
 def compile_rule(data: Mapping[str, Any], pointer: str) -> ResponseRule:

@@ -137,6 +137,9 @@ def _entries(items: Items, body: Any) -> list[tuple[Any, Any]]:
     """(name, entry) for each entry ``at`` holds that passes ``when``: an object's keys, or each array entry's ``key``."""
     try:
         found = items.at(body)
+        if items.pattern is not None:  # a text that names items inside it ("Error at \"/37/data\"")
+            text = found if isinstance(found, str) else ""
+            return [(match.group("item"), text) for match in items.pattern.finditer(text)]
         if isinstance(found, dict):
             pairs = list(found.items())
         elif isinstance(found, list):

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.config.definitions import Destination
+from engine.config.definitions import Action, Destination
+from engine.config.http import batched_template
 from engine.errors import ConfigError
 from engine.config.schemas import load_schema
 
@@ -28,6 +29,32 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _trigger_text(trigger: object) -> str:
     return trigger if isinstance(trigger, str) else f"jmespath: {trigger['jmespath']}"  # type: ignore[index]
+
+
+def _batching(action: Action) -> str:
+    """How the action's payloads travel, as it really is: per request, in an array or a template, encoded how, stored when."""
+    request = action.request
+    many = f"up to {action.max_batch_size} payloads per request"
+    if request.body == "template":
+        shape = json.dumps(request.template).replace('"{{payloads}}"', "[payloads…]").replace('"{{payload}}"', "payload")
+        carried = f"{many} as `{shape}`" if batched_template(request.template) else f"one payload per request as `{shape}`"
+    elif request.body == "batch":
+        carried = f"{many}, as a JSON array"
+    elif request.body == "auto" and action.size_setting:
+        carried = (f"one payload per request as a JSON object while the `{action.size_setting}` setting is 1 (the default), "
+                   f"else JSON arrays of up to that many (at most {action.max_batch_size})")
+    else:
+        carried = "one payload per request"
+    notes = [carried]
+    if request.encoding == "form":
+        notes.append("form-encoded (`a[b]=v`)")
+    if request.content_type:
+        notes.append(f"`Content-Type: {request.content_type}`")
+    if request.success:
+        notes.append("stored when answered " + ", ".join(str(s) for s in sorted(request.success)))
+    if request.session:
+        notes.append("authenticated by the destination's session token")
+    return "; ".join(notes)
 
 
 def destination_markdown(dest: Destination) -> str:
@@ -57,11 +84,7 @@ def destination_markdown(dest: Destination) -> str:
     )
     for action in dest.actions.values():
         request = action.request
-        batching = (
-            f"up to {action.max_batch_size} payloads per request, as a JSON array"
-            if request.body == "batch"
-            else "one payload per request"
-        )
+        batching = _batching(action)
         out += [
             "",
             f"### {action.title} (`{action.slug}`)",

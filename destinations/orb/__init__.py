@@ -1,0 +1,1 @@
+"""The Orb destination plugin for actionmap."""
