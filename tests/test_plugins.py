@@ -215,5 +215,5 @@ def test_an_emulator_is_found_beside_its_plugin() -> None:
     module = load_emulator("metronome")
     with module.Emulator({"t-0123456789"}) as emulator:
         assert emulator.base_url.startswith("http://127.0.0.1:")
-    with pytest.raises(ConfigError, match="no emulator for 'webhook'; available: metronome"):
+    with pytest.raises(ConfigError, match="no emulator for 'webhook'; available: lago, metronome, openmeter, orb, stripe"):
         load_emulator("webhook")

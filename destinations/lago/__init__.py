@@ -1,0 +1,1 @@
+"""The Lago destination plugin for actionmap."""

@@ -1,0 +1,1 @@
+"""The Stripe destination plugin for actionmap."""
