@@ -797,3 +797,56 @@ def test_a_traced_check_gives_what_the_plain_check_gives_and_tells_each_change(d
     changed = {name for name, value in payload.items() if name in decls and name not in failed
                and (out.get(name, MISSING) is MISSING or json.dumps(out[name]) != json.dumps(value))}
     assert set(told) == changed
+
+
+# -- an object's declared keys (properties) ------------------------------------------------------
+
+METER = {"type": "object", "required": True, "description": "meter keys", "properties": {
+    "customer": {"type": "string", "required": True, "minLength": 1, "coerce": ["number_to_string"]},
+    "value": {"type": "integer", "minimum": 0}}}
+
+
+def reference_meter(value: Any) -> tuple[Any, str | None]:
+    """A plain reading of METER: the object to send, or the first broken key's name."""
+    if not isinstance(value, dict):
+        return value, ""
+    out = dict(value)
+    customer = value.get("customer", MISSING)
+    if isinstance(customer, (int, float)) and not isinstance(customer, bool):
+        if isinstance(customer, float) and not math.isfinite(customer):
+            return value, "customer"
+        customer = str(int(customer)) if float(customer).is_integer() else repr(customer)
+    if not isinstance(customer, str) or customer == "":
+        return value, "customer"
+    out["customer"] = customer
+    if "value" in value:
+        number = value["value"]
+        if isinstance(number, float) and number.is_integer():
+            number = int(number)
+        if type(number) is not int or number < 0:
+            return value, "value"
+        out["value"] = number
+    return out, None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["customer", "value", "other"]),
+                       st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_nan=False, allow_infinity=False, width=32)
+                       | st.text(max_size=4), max_size=3) | st.lists(st.integers(), max_size=2))
+def test_an_objects_declared_keys_are_checked_and_coerced_as_a_plain_reading_says(value: Any) -> None:
+    payload, problems = compile_fields({"meter": METER}).check({"meter": value})
+    wanted, broken = reference_meter(value)
+    if broken is None:
+        assert problems == [] and payload["meter"] == wanted and type(payload["meter"].get("value")) is type(wanted.get("value"))
+    else:
+        assert len(problems) == 1
+        assert problems[0].message.startswith("meter." + broken + ":" if broken else "meter:"), problems[0].message
+
+
+def test_a_missing_declared_key_is_named_and_undeclared_keys_pass() -> None:
+    fields = compile_fields({"meter": METER})
+    assert fields.check({"meter": {"value": 3, "region": "eu"}})[1][0].message == "meter.customer: required, but the object has no value for it"
+    assert fields.check({"meter": {"customer": 42, "region": "eu"}}) == ({"meter": {"customer": "42", "region": "eu"}}, [])
+    assert fields.describe()[0]["type"] == "object {customer: string (required), value: integer}"
+    with pytest.raises(ConfigError, match="properties declares an object's keys"):
+        compile_fields({"meter": {**METER, "properties": {}}})

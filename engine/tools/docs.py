@@ -124,10 +124,10 @@ REFERENCE_END = "<!-- END plugin key reference -->"
 
 def _resolve(node: dict[str, Any], root: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Follow ``$ref`` (local or to a sibling schema file), merging the keys beside it; also the ref followed."""
-    ref = ""
+    ref = ""  # the first reference followed: the definition a key names (a chain ends in a shared base)
     while "$ref" in node:
-        ref = node["$ref"]
-        target, _, fragment = ref.partition("#")
+        ref = ref or node["$ref"]
+        target, _, fragment = node["$ref"].partition("#")
         base = load_schema(target.removesuffix(".schema.json")) if target else root
         resolved = base
         for part in fragment.strip("/").split("/") if fragment else []:
@@ -167,7 +167,9 @@ def _keys(node: dict[str, Any], root: dict[str, Any], prefix: str, rows: list[li
         if child_node.get("type") == "object" and child_node.get("properties"):
             _keys(child_node, child_root, f"{name}.", rows, inner)
         elif child_node.get("type") == "object" and isinstance(child_node.get("additionalProperties"), dict):
-            _keys(child_node["additionalProperties"], child_root, f"{name}.<name>.", rows, inner)
+            member, member_root, member_ref = _resolve(child_node["additionalProperties"], child_root)
+            if not (member_ref and member_ref in seen):
+                _keys(member, member_root, f"{name}.<name>.", rows, inner | {member_ref} if member_ref else inner)
         elif child_node.get("type") == "array" and isinstance(child_node.get("items"), dict):
             item, item_root, item_ref = _resolve(child_node["items"], child_root)
             if item.get("type") == "object" and not (item_ref and item_ref in seen):

@@ -127,7 +127,10 @@ def _body(decl: Mapping[str, Any], pointer: str, type_name: str, convert: Step) 
     if type_name in ("number", "integer"):
         return [_numeric(_finite if type_name == "number" else _integral, low, high, convert)]
     if type_name == "object":
-        return [_sized(dict, "key", ("minProperties", "maxProperties"), low, high, convert)]
+        steps = [_sized(dict, "key", ("minProperties", "maxProperties"), low, high, convert)]
+        if "properties" in decl:
+            steps.append(_members(decl["properties"], join_pointer(pointer, "properties")))
+        return steps
     if type_name == "array":
         steps = [_sized(list, "item", ("minItems", "maxItems"), low, high, convert)]
         if "items" in decl:
@@ -149,6 +152,30 @@ def _time_format(decl: Mapping[str, Any], pointer: str) -> TimeFormat:
     if name not in TIME_FORMATS:
         raise ConfigError(f"unknown send_as {_json(name)}; known: {', '.join(TIME_FORMATS)}", join_pointer(pointer, "send_as"))
     return TIME_FORMATS[name]
+
+
+def _members(decls: Any, pointer: str) -> Step:
+    """An object's declared keys checked (and coerced) by their own declarations; undeclared keys pass as they are."""
+    if not isinstance(decls, Mapping) or not decls:
+        raise ConfigError(f"properties declares an object's keys, as {{value: {{type: string}}}}, not {_json(decls)}", pointer)
+    members = tuple((key, _compile_shape(decl, join_pointer(pointer, key), field=False)) for key, decl in decls.items())
+
+    def step(value: dict[str, Any]) -> dict[str, Any]:
+        out = dict(value)
+        for key, shape in members:
+            try:
+                checked = shape.run(value[key]) if key in value else MISSING
+            except _Invalid as invalid:
+                raise invalid.member(key) from None
+            if checked is MISSING:
+                out.pop(key, None)
+                if shape.required:
+                    raise _Invalid("required", "required, but the object has no value for it").member(key)
+            else:
+                out[key] = checked
+        return out
+
+    return step
 
 
 def _enum_values(decl: Mapping[str, Any], pointer: str, strict: Step) -> list[Any]:
@@ -229,6 +256,10 @@ def _type_text(decl: Mapping[str, Any]) -> str:
         text += f" ({decl['format']})"
     if "items" in decl:
         text += " of " + _type_text(decl["items"])
+    if isinstance(decl.get("properties"), Mapping):
+        keys = ", ".join(f"{key}: {_type_text(member)}{' (required)' if member.get('required') else ''}"
+                         for key, member in decl["properties"].items())
+        text += " {" + keys + "}"
     return text
 
 

@@ -75,6 +75,9 @@ class _Invalid(Exception):
     def inside(self, index: int) -> _Invalid:
         return _Invalid(self.rule, self.detail, f"[{index}]{self.where}")
 
+    def member(self, key: str) -> _Invalid:
+        return _Invalid(self.rule, self.detail, f".{key}{self.where}")
+
     def problem(self, field: str) -> FieldProblem:
         return FieldProblem(field, self.rule, f"{field}{self.where}: {self.detail}")
 
