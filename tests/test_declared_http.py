@@ -28,6 +28,7 @@ from engine.config.http import compile_items
 from engine.config.mappingfile import MappingFile, load_mapping_file
 from engine.delivery import Outgoing, RetryPolicy, Sender
 from engine.delivery.answers import named, retry_after
+from engine.delivery.requests import sessions_for
 from engine.config.http import RateLimitHeader
 from engine.errors import ConfigError
 from engine.runtime.send import send_events
@@ -49,6 +50,7 @@ class Ledger(Emulator):
         self.sessions: dict[str, bool] = {}  # token -> still valid
         self.session_uses: list[str] = []  # the token of each entries request that was accepted
         self.answer_200 = False
+        self.session_failures = 0  # the next session requests answered 503
         super().__init__(*args, **kwargs)
 
     def routes(self) -> list[Route]:
@@ -65,6 +67,9 @@ class Ledger(Emulator):
     def _session(self, call: Call, fault: str | None, match: re.Match[str]) -> Answer:
         token = "sess-" + secrets.token_hex(12)
         with self.lock:
+            if self.session_failures:
+                self.session_failures -= 1
+                return self.error(503, "sessions are unavailable for a moment")
             self.sessions[token] = True
         expires = (datetime.now(timezone.utc) + timedelta(minutes=15)).isoformat()
         return json_answer(200, {"session": {"token": token, "expires_at": expires}})
@@ -305,20 +310,33 @@ def test_items_named_by_any_answer_are_positions_of_the_request_and_match_a_plai
     assert all(isinstance(reason, str) and len(reason) <= 500 for reason in found.values())
 
 
-def test_a_token_each_worker_shares_is_obtained_once(ledger: Ledger, tmp_path: Path) -> None:
+def test_one_token_is_obtained_for_all_the_senders_of_a_connection(ledger: Ledger, tmp_path: Path) -> None:
     mapping = connection(tmp_path, ledger, "entries")
-    sender = fast_sender(mapping)
-    sessions = sender.rendering.sessions
-    assert sessions is not None
+    shared = sessions_for(mapping)
+    assert shared is not None
+    senders = [Sender(mapping, sessions=shared) for _ in range(4)]
     results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(sessions.headers(sender.client))) for _ in range(8)]
+    threads = [threading.Thread(target=lambda s=s: results.append(shared.headers(s.client))) for s in senders for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    sender.close()
+    for sender in senders:
+        sender.close()
     assert len(ledger.sessions) == 1 and len({token for _, token in results}) == 1
-    assert list(itertools.chain.from_iterable(h.keys() for h, _ in results)) == ["X-Ledger-Session"] * 8
+    assert [list(headers) for headers, _ in results] == [["X-Ledger-Session"]] * 8
+
+
+def test_a_session_request_that_fails_is_retried_and_one_refused_keeps_the_events(ledger: Ledger, tmp_path: Path) -> None:
+    events = ledger_events(60, seed=21)
+    mapping = connection(tmp_path, ledger, "entries")
+    ledger.session_failures = 2
+    assert send_events(mapping, events, sender=fast_sender(mapping)).delivered == 60
+    assert len(ledger.sessions) == 1 and list(ledger.stored) == [e["messageId"] for e in events]
+    ledger.tokens = frozenset({"another-key-" + "0" * 12})  # the session request itself is now refused
+    refused = send_events(mapping, ledger_events(10, seed=22), sender=fast_sender(mapping))
+    assert refused.kept == 10 and refused.delivered == 0 and list(refused.refused) == ["entries"]
+    assert "the session request was refused" in refused.refused["entries"] and KEY not in refused.refused["entries"]
 
 
 def test_items_named_inside_a_text_by_a_pattern_are_positions_of_the_request() -> None:

@@ -35,6 +35,17 @@ def _header_problem(name: str, value: object) -> str | None:
     return None
 
 
+def auth_headers(mapping_file: MappingFile) -> dict[str, str]:
+    """The destination's authentication headers over this connection's settings."""
+    return {k: render(v, mapping_file.settings) for k, v in mapping_file.destination.auth_headers.items()}
+
+
+def sessions_for(mapping_file: MappingFile) -> Sessions | None:
+    """The connection's session token holder, when its destination declares one; share it among the connection's senders."""
+    session = mapping_file.destination.session
+    return Sessions(session, mapping_file.settings, auth_headers(mapping_file)) if session else None
+
+
 Shape = Callable[[list[Any]], Any]
 """The body's JSON value for a request's payloads."""
 
@@ -113,11 +124,10 @@ class Target:
 class Requests:
     """The requests of one mapping file: each subscription's target rendered at start (a bad header is a ConfigError)."""
 
-    def __init__(self, mapping_file: MappingFile) -> None:
+    def __init__(self, mapping_file: MappingFile, sessions: Sessions | None = None) -> None:
         self.settings = mapping_file.settings
-        destination = mapping_file.destination
-        self.auth = {k: render(v, self.settings) for k, v in destination.auth_headers.items()}
-        self.sessions = Sessions(destination.session, self.settings, self.auth) if destination.session else None
+        self.auth = auth_headers(mapping_file)
+        self.sessions = sessions or sessions_for(mapping_file)
         self.targets = {sub.name: self._target(sub) for sub in mapping_file.subscriptions}
 
     def _target(self, sub: Subscription) -> Target:

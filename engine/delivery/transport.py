@@ -28,6 +28,7 @@ from engine.config.mappingfile import MappingFile, Subscription
 from engine.delivery.answers import STOPPED, Answer, classify, expired, message
 from engine.delivery.records import DeadLetter, Outgoing
 from engine.delivery.requests import Requests, Target, render
+from engine.delivery.sessions import Sessions
 
 CONNECT_TIMEOUT = 5.0
 
@@ -135,6 +136,7 @@ class Sender:
         wait: Wait = sleep_through,
         clock: Callable[[], float] = time.monotonic,
         timeout: httpx.Timeout = httpx.Timeout(30.0, connect=CONNECT_TIMEOUT),
+        sessions: Sessions | None = None,
     ) -> None:
         self.mapping_file = mapping_file
         self._client = client
@@ -143,7 +145,7 @@ class Sender:
         self.pace = pace
         self.rng = rng or random.Random()
         self.wait, self.clock = wait, clock
-        self.rendering = Requests(mapping_file)
+        self.rendering = Requests(mapping_file, sessions)  # ``sessions``: one token for all the senders of a connection
 
     @property
     def client(self) -> httpx.Client:

@@ -30,6 +30,7 @@ import uvicorn
 from engine.config.connections import Secrets
 from engine.config.mappingfile import MappingFile
 from engine.delivery import Sender, TokenBucket, check_credential
+from engine.delivery.requests import sessions_for
 from engine.errors import ConfigError
 from engine.runtime.observability import Health, Metrics, log
 from engine.runtime.serve.intake import IntakeProtocol, create_app
@@ -120,9 +121,10 @@ def serve(mappings: Sequence[MappingFile], keys: Sequence[str], options: ServeOp
         for mapping in mappings:
             gate = CredentialGate(health, mapping.name, _credential_check(mapping), options.credential_recheck)
             pace = TokenBucket(options.rate) if options.rate > 0 else None  # the connection's workers together
+            sessions = sessions_for(mapping)  # and one session token
             for number in range(options.workers):
                 timeout = httpx.Timeout(options.timeout, connect=min(options.timeout, 5.0))
-                sender = Sender(mapping, pace=pace, wait=stop.wait, timeout=timeout, policy=IN_PROCESS_RETRY)
+                sender = Sender(mapping, pace=pace, wait=stop.wait, timeout=timeout, policy=IN_PROCESS_RETRY, sessions=sessions)
                 name = f"worker-{number + 1}" if len(mappings) == 1 else f"{mapping.name}-worker-{number + 1}"
                 workers.append(Worker(name, mapping, queue, sender, metrics, gate, stop, options.retry_for, secrets))
         uvicorn_log = logging.getLogger("uvicorn")
