@@ -1,8 +1,8 @@
 """The ``actionmap`` command line: one module per family of commands, each registering its own.
 
-``common`` holds the exit statuses and shared options; ``authoring`` the commands of
-mapping authors and plugin developers; ``delivering`` send, replay and check;
-``running`` the service, the Kafka worker, the demo and the emulators.
+``common`` holds the exit statuses and shared options; ``authoring`` validate, destinations,
+test and new-destination; ``documenting`` docs; ``previewing`` preview; ``delivering`` send,
+replay and check; ``running`` the service, the Kafka worker, the demo and the emulators.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from engine.cli import authoring, delivering, running
+from engine.cli import authoring, delivering, documenting, previewing, running
 from engine.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, print_error
 from engine.errors import ConfigError
 
@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
-    for family in (authoring, delivering, running):
+    for family in (authoring, documenting, previewing, delivering, running):
         family.register(command)
     return parser
 
