@@ -290,12 +290,16 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
 
 
 def reference_named(entries: Any, match: str, payloads: list[dict[str, Any]]) -> set[int]:
-    """A plain reading of which positions an answer names: by index key, or by an ``id`` equal to the payload's."""
+    """A plain reading of which positions an answer names: an object's keys, or each array entry's ``id``, as an index or an id."""
+    if isinstance(entries, dict):
+        names = list(entries)
+    elif isinstance(entries, list) and match == "id":
+        names = [e.get("id") for e in entries if isinstance(e, dict)]
+    else:
+        names = []
     if match == "index":
-        keys = entries.keys() if isinstance(entries, dict) else []
-        return {int(k) for k in keys if k.isascii() and k.isdigit() and int(k) < len(payloads)}
-    found = [e.get("id") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-    return {i for i, p in enumerate(payloads) if any(name is not None and name == p.get("id") for name in found)}
+        return {int(k) for k in names if isinstance(k, str) and k.isascii() and k.isdigit() and int(k) < len(payloads)}
+    return {i for i, p in enumerate(payloads) if any(name is not None and name == p.get("id") for name in names)}
 
 
 @hypothesis_settings(max_examples=300, deadline=None)

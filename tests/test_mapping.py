@@ -426,7 +426,7 @@ def test_defect_checks_happen_once_at_load(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(jmespath, "compile", forbidden)
     monkeypatch.setattr(jsonpath_rfc9535.JSONPathEnvironment, "compile", forbidden)
     monkeypatch.setattr("engine.lang.mapping.structure.compile_path", forbidden)
-    monkeypatch.setattr("engine.lang.mapping.text.compile_path", forbidden)
+    monkeypatch.setattr("engine.lang.mapping.templates.compile_path", forbidden)
     monkeypatch.setattr("engine.lang.jsonpath.compile_path", forbidden)
     monkeypatch.setattr("re.compile", forbidden)
     assert node.evaluate({"items": [1], "x": {"y": "z"}, "s": "aA"}) == {"a": [1], "b": 1, "c": "z", "d": "bb"}
@@ -483,6 +483,10 @@ REPRESENTATIVE = [
     {"@timestamp": {"value": "$.t", "from": "iso"}},
     {"@timestamp": {"value": "$.t", "from": "unix_s"}},
     {"@timestamp": {"value": "$.t", "from": "unix_ms"}},
+    {"@timestamp": {"value": "$.t", "from": ["iso", "unix_ms"]}},
+    {"@timestamp": {"value": "$.t", "from": ["unix_s", "iso"]}},
+    {"@template": {"text": "{{a}}-{{{b.c}}}", "missing": "invalid"}},
+    {"@template": {"text": {"@path": "$.s"}, "missing": "invalid"}},
     {"id": "$.a", "list": ["$.b", "$.nope", 1], "nested": {"deep": "$.c"}},
 ]
 PRISTINE = copy.deepcopy(REPRESENTATIVE)

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from engine.config.definitions import settings_template
 from engine.errors import ConfigError, MappingFailure
 from engine.lang.jsonpath import compile_path
-from engine.lang.mapping import compile_mapping
-from engine.lang.template import Placeholder, Use, compile_template, lex, text_of
+from engine.lang.mapping import compile_mapping, explain
+from engine.lang.missing import MISSING
+from engine.lang.template import Placeholder, Use, compile_parts, compile_template, join, lex, text_of
 
 DECLARED = ("base_url", "api_token", "region", "headers")
 
@@ -65,10 +66,10 @@ def test_values_become_text_as_segment_writes_them() -> None:
 
 
 def test_a_limited_template_counts_what_it_renders() -> None:
-    render = compile_template("{{s}}{{s}}", _use(), limit=5)
-    assert render({"s": "ab"}) == "abab"
-    with pytest.raises(MappingFailure, match="more than 5 characters"):
-        render({"s": "abc"})
+    layout, placeholders = compile_parts("{{s}}{{s}}", _use())
+    assert join(layout, ["ab", "ab"], limit=5, what="@template") == "abab"
+    with pytest.raises(MappingFailure, match="@template would render more than 5 characters"):
+        join(layout, ["abc", "abc"], limit=5, what="@template")
 
 
 # --- plugin templates over settings --------------------------------------------------------
@@ -158,6 +159,30 @@ def test_a_mapping_template_renders_its_pieces_in_order(template: tuple[str, lis
     expected = "".join(text_of(compile_path(piece[0]).evaluate(doc)) if isinstance(piece, tuple) else piece for piece in pieces)
     assert compile_mapping({"@template": text}).evaluate(doc) == expected
     assert compile_mapping({"@template": {"@literal": text}}).evaluate(doc) == expected  # the same, given by the event
+
+
+@settings(max_examples=300)
+@given(template=mapping_templates(), doc=DOCUMENTS, given_by_event=st.booleans())
+def test_missing_invalid_fails_exactly_when_a_placeholder_has_no_value(template: tuple[str, list[Any]], doc: dict[str, Any], given_by_event: bool) -> None:
+    """Against a plain reference: each placeholder's value read on its own; missing or null -> failure naming them all, else the default text."""
+    text, pieces = template
+    values = [(piece[0], compile_path(piece[0]).evaluate(doc)) for piece in pieces if isinstance(piece, tuple)]
+    missing = [path for path, value in values if value is MISSING]
+    null = [path for path, value in values if value is None]
+    source: Any = {"@literal": text} if given_by_event else text  # a template the event gives is held to the same rule
+    default = compile_mapping({"@template": source})
+    rendered, note = explain(default, doc)
+    assert rendered == default.evaluate(doc)
+    assert (note["found"], note["missing"], note.get("null", [])) == (not missing, missing, null)
+    strict = compile_mapping({"@template": {"text": source, "missing": "invalid"}})
+    try:
+        got = strict.evaluate(doc)
+    except MappingFailure as failure:
+        named = ", ".join(f"{{{{{path}}}}} ({'missing' if value is MISSING else 'null'})" for path, value in values if value is MISSING or value is None)
+        assert (missing or null) and f"@template has no value for {named} and declares missing: invalid" in str(failure)
+        return
+    assert not missing and not null
+    assert got == rendered
 
 
 @settings(max_examples=500)

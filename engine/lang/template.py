@@ -9,7 +9,9 @@ compiles the placeholder's text to a getter, once; rendering only calls the gett
 
 A value becomes text as Segment writes it: missing or null is "", a number as JSON
 writes it (``42.0`` is ``"42"``), an array its items joined with commas, an object its
-JSON text (Segment's ``[object Object]`` carries nothing).
+JSON text (Segment's ``[object Object]`` carries nothing). A mapping's ``@template`` may
+declare ``missing: invalid`` instead (``engine.lang.mapping.templates``): there a missing
+or null placeholder makes the event invalid rather than "".
 """
 
 from __future__ import annotations
@@ -73,26 +75,58 @@ def lex(text: str, use: Use, pointer: str = "") -> Iterator[str | Placeholder]:
         yield text[at:]
 
 
-def compile_template(text: str, use: Use, pointer: str = "", limit: int | None = None) -> Callable[[Any], str]:
-    """The template compiled once: the function renders one document (an event, or a plugin's settings).
+Layout = tuple[str | int, ...]
+"""A compiled template's pieces in order: literal text, or the position of a placeholder's value."""
 
-    With a ``limit`` (a template an event gave) the rendered text is refused past
-    ``limit`` characters, counted piece by piece, so the event cannot make it explode.
-    """
-    parts: list[str | Getter] = []
+
+class Compiled(NamedTuple):
+    """A template compiled once: its layout, and each placeholder's text with the getter of its value."""
+
+    layout: Layout
+    placeholders: tuple[tuple[str, Getter], ...]
+
+
+def compile_parts(text: str, use: Use, pointer: str = "") -> Compiled:
+    """The template's pieces, each placeholder resolved by ``use`` once; ConfigError names the first bad one."""
+    layout: list[str | int] = []
+    placeholders: list[tuple[str, Getter]] = []
     for piece in lex(text, use, pointer):
         if isinstance(piece, str):
-            parts.append(piece)
+            layout.append(piece)
             continue
         try:
-            parts.append(use.resolve(piece.text))
+            placeholders.append((piece.text, use.resolve(piece.text)))
         except ConfigError as error:
             raise template_error(use, piece.column, error.message, pointer, piece.offset + (error.offset or 0)) from None
-    frozen = tuple(parts)
+        layout.append(len(placeholders) - 1)
+    return Compiled(tuple(layout), tuple(placeholders))
+
+
+def join(layout: Layout, values: list[Any], limit: int | None = None, what: str = "the template") -> str:
+    """The text of ``layout`` with its placeholders' ``values``, written as Segment writes them.
+
+    With a ``limit`` (a template an event gave) the text is refused past ``limit``
+    characters, counted piece by piece, so that an event cannot make it huge first.
+    """
+    out: list[str] = []
+    size = 0
+    for part in layout:
+        piece = part if isinstance(part, str) else text_of(values[part])
+        if limit is not None:
+            size += len(piece)
+            if size > limit:
+                raise MappingFailure(f"{what} would render more than {limit:,} characters (the limit for a template an event gives)")
+        out.append(piece)
+    return "".join(out)
+
+
+def renderer(layout: Layout, getters: tuple[Getter, ...]) -> Callable[[Any], str]:
+    """The per-event render of a template with no limit: each getter called in place, nothing collected first."""
+    parts = tuple(part if isinstance(part, str) else getters[part] for part in layout)
 
     def render(doc: Any) -> str:
         out = []
-        for part in frozen:
+        for part in parts:
             if type(part) is str:
                 out.append(part)
             else:
@@ -100,23 +134,13 @@ def compile_template(text: str, use: Use, pointer: str = "", limit: int | None =
                 out.append(value if type(value) is str else text_of(value))
         return "".join(out)
 
-    if limit is None:
-        return render
-    most = limit
+    return render
 
-    def render_within_limit(doc: Any) -> str:
-        """The same text, counted piece by piece so that an event cannot make it huge first."""
-        out: list[str] = []
-        size = 0
-        for part in frozen:
-            piece = part if type(part) is str else text_of(part(doc))  # type: ignore[operator]
-            size += len(piece)
-            if size > most:
-                raise MappingFailure(f"{use.what} would render more than {most:,} characters (the limit for a template an event gives)")
-            out.append(piece)
-        return "".join(out)
 
-    return render_within_limit
+def compile_template(text: str, use: Use, pointer: str = "") -> Callable[[Any], str]:
+    """The template compiled once: the function renders one document (an event, or a plugin's settings)."""
+    layout, placeholders = compile_parts(text, use, pointer)
+    return renderer(layout, tuple(get for _, get in placeholders))
 
 
 def text_of(value: Any) -> str:

@@ -36,8 +36,15 @@ Where the spec is silent:
   ``.0`` (``42.0`` -> ``"42"``, as JavaScript and the fields module do).
 - ``@template`` placeholders may have spaces inside the braces (``{{ traits.name }}``);
   an unclosed ``{{`` or an empty placeholder is a load-time error, not literal text.
+- ``@template`` writes a placeholder with no value (missing or null) as "", Segment's
+  rule; ``{"@template": {"text": ..., "missing": "invalid"}}`` makes such an event
+  invalid instead, naming the placeholders (null counts: "" stands in for both).
+  ``explain`` lists a template's missing (and null) placeholders either way.
 - ``@timestamp`` truncates to milliseconds (never rounds into the next second);
   ``iso`` reads what ``datetime.fromisoformat`` reads (ISO 8601, incl. ``Z``).
+  ``from`` may list formats, tried in order, the first that reads the value wins;
+  a list cannot hold both ``unix_s`` and ``unix_ms`` (a number does not say which it
+  counts, and nothing here guesses) nor one format twice.
 - ``@jmespath`` function names, argument counts and zero slice steps are checked at
   load time (the library would only fail per event); any other error it raises on an
   event makes that event invalid.
@@ -51,8 +58,8 @@ and dispatches each directive to its compiler (``structure``: paths and the dire
 that arrange values; ``text``: the ones that make or change text, numbers and dates),
 which build ``nodes`` (each evaluates one way, traced or not: ``explain`` is a traced
 evaluation); ``arguments`` checks directive arguments, ``values`` holds the value helpers
-and message phrasing every module shares. ``@template`` is ``engine.lang.template``'s,
-with event paths for placeholders.
+and message phrasing every module shares. ``templates`` is ``@template``: the text is
+compiled by ``engine.lang.template``, with event paths for placeholders, each a child node.
 """
 
 from __future__ import annotations

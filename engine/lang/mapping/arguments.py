@@ -44,6 +44,26 @@ def _option(args: dict[str, Any], key: str, pointer: str, directive: str, kind: 
     return value
 
 
+def _choices(args: dict[str, Any], key: str, pointer: str, directive: str, choices: tuple[str, ...]) -> tuple[str, ...]:
+    """A literal option naming one of ``choices``, or a non-empty list of them (each once, in the order given)."""
+    value = args[key]
+    where = join_pointer(pointer, key)
+    if type(value) is str:
+        return (_option(args, key, pointer, directive, str, None, choices),)
+    if type(value) is not list or not value:
+        raise ConfigError(
+            f"{directive} {key} must be one of {', '.join(choices)}, or a non-empty list of them tried in order "
+            f"(such as [{', '.join(choices[:2])}]), not {_a(value)}",
+            where,
+        )
+    for index, item in enumerate(value):
+        if type(item) is not str or item not in choices:
+            raise ConfigError(f"{directive} {key} lists {_a(item)}; each entry must be {' or '.join(json.dumps(c) for c in choices)}", join_pointer(where, index))
+        if item in value[:index]:
+            raise ConfigError(f"{directive} {key} lists {json.dumps(item)} twice; each is tried once, in the order listed", join_pointer(where, index))
+    return tuple(value)
+
+
 def _argument(args: dict[str, Any], key: str, pointer: str, compile_value: Compile) -> Node:
     return compile_value(args[key], join_pointer(pointer, key))
 

@@ -54,13 +54,17 @@ class Node(ABC):
         if trace is None:
             return self.evaluator(doc)
         entries: list[Entry] = []
-        value = self._function(*(_recorded(index, child, entries) for index, child in enumerate(self._children)))(doc)
+        value = self._traced(entries)(doc)
         trace.append(self._note(value, entries))
         return value
 
     @abstractmethod
     def _function(self, *children: Getter) -> Getter:
         """This node's evaluation, given its children's (in the order of ``_children``)."""
+
+    def _traced(self, entries: list[Entry]) -> Getter:
+        """The same evaluation built from children that record in ``entries`` what they gave."""
+        return self._function(*(_recorded(index, child, entries) for index, child in enumerate(self._children)))
 
     @abstractmethod
     def _note(self, value: Any, entries: list[Entry]) -> Note:
@@ -308,22 +312,23 @@ class Transform(Node):
 class Computed(Node):
     """``@path`` or ``@template`` of a directive (Segment's form): the text it gives is compiled per event.
 
-    The text comes from the event, so it is held to ``MAX_COMPUTED_CHARS`` and what it
-    compiles to is cached per text; a text that is not a string, or does not compile,
-    makes the event invalid, as it fails the event in Segment.
+    The text comes from the event, so it is held to ``MAX_COMPUTED_CHARS`` and the node
+    it compiles to is cached per text; a text that is not a string, or does not compile,
+    makes the event invalid, as it fails the event in Segment. Traced, the compiled node
+    is traced too: its note (what it found, a template's missing placeholders) joins this one.
     """
 
     __slots__ = ("_read",)
 
-    def __init__(self, directive: str, argument: Node, compile_text: Callable[[str], Getter]) -> None:
+    def __init__(self, directive: str, argument: Node, compile_text: Callable[[str], Node], options: str = "") -> None:
         @functools.lru_cache(maxsize=256)
-        def compiled(text: str) -> Getter:
+        def compiled(text: str) -> Node:
             try:
                 return compile_text(text)
             except ConfigError as error:
                 return _failing(f"{directive} of {argument.source} gave {shorten(text)}, which {directive} cannot read: {error.message}")
 
-        def read(text: Any) -> Getter:
+        def read(text: Any) -> Node:
             if type(text) is not str:
                 return _failing(f"{directive} of {argument.source} gave {_a(text)}; it must give a string (as in Segment)")
             if len(text) > MAX_COMPUTED_CHARS:
@@ -331,23 +336,32 @@ class Computed(Node):
             return compiled(text)
 
         self._read = read
-        super().__init__(f"{directive}({argument.source})", (argument,))
+        super().__init__(f"{directive}({argument.source}{options})", (argument,))
 
     def _function(self, *children: Getter) -> Getter:
         (argument,) = children
         read = self._read
-        return lambda doc: read(argument(doc))(doc)
+        return lambda doc: read(argument(doc)).evaluator(doc)
+
+    def _traced(self, entries: list[Entry]) -> Getter:
+        argument = _recorded(0, self._children[0], entries)
+        read = self._read
+        return lambda doc: _recorded(1, read(argument(doc)), entries)(doc)
 
     def _note(self, value: Any, entries: list[Entry]) -> Note:
-        (_, text, argument_note), = entries
-        return {"from": self.source, "argument": argument_note, "read": text, "found": value is not MISSING}
+        (_, text, argument_note), (_, _, computed_note) = entries
+        note: Note = {"from": self.source, "argument": argument_note, "read": text, "found": value is not MISSING}
+        note.update((key, item) for key, item in computed_note.items() if key != "from")
+        return note
 
 
-def _failing(message: str) -> Getter:
+def _failing(message: str) -> Node:
+    """A node that makes every event it reads invalid with ``message``."""
+
     def fail(doc: Any) -> Any:
         raise MappingFailure(message)
 
-    return fail
+    return Leaf("nothing readable", fail)
 
 
 def _list_item(value: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from engine.errors import ConfigError, MappingFailure
 from engine.lang.jmespath import compile_jmespath
-from engine.lang.jsonpath import Getter, Path, compile_path, compile_segment_path, segment_key, walk
+from engine.lang.jsonpath import Path, compile_path, compile_segment_path, segment_key, walk
 from engine.lang.liquid import compile_liquid
 from engine.lang.mapping.arguments import Compile, _argument, _arguments, _is_directive, _option, _string_argument
 from engine.lang.mapping.nodes import _NOTHING, ArrayPath, Apply, Coalesce, Combine, Computed, If, Leaf, Literal, Node, Transform
@@ -47,12 +47,12 @@ def _path_directive(raw: Any, pointer: str, compile_value: Compile) -> Node:
     return _path(raw, pointer, compile_segment_path)
 
 
-def _computed_path(text: str) -> Getter:
+def _computed_path(text: str) -> Node:
     """A path an event gave: one value only, so the event cannot make the walk explode (``$..*..*``)."""
     path = compile_segment_path(text)
     if not path.singular:
         raise ConfigError("a path an event gives must name one value (names and indexes; no .., *, filters or slices)")
-    return path.evaluate
+    return Leaf(text, path.evaluate)
 
 
 def _literal(raw: Any, pointer: str, compile_value: Compile) -> Node:

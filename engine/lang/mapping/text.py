@@ -6,15 +6,15 @@ import json
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Context, Decimal
 from typing import Any, Callable
 
 from engine.errors import ConfigError, MappingFailure
-from engine.lang.jsonpath import Getter, compile_path
-from engine.limits import MAX_COMPUTED_RENDER, MAX_DEPTH, depth_problem
-from engine.lang.template import Use, compact_json, compile_template, scalar_text
-from engine.lang.mapping.arguments import Compile, _argument, _arguments, _is_directive, _option, _string_argument
-from engine.lang.mapping.nodes import Apply, Computed, Leaf, Node, Step
+from engine.limits import MAX_DEPTH, depth_problem
+from engine.lang.template import compact_json, scalar_text
+from engine.lang.mapping.arguments import Compile, _argument, _arguments, _choices, _option
+from engine.lang.mapping.nodes import Apply, Node, Step
+from engine.lang.mapping.templates import _template
 from engine.lang.mapping.values import _a, _shown
 from engine.config.yamlsource import join_pointer
 
@@ -130,30 +130,6 @@ def _flatten(raw: Any, pointer: str, compile_value: Compile) -> Node:
     return Apply(f"@flatten({value.source}, {json.dumps(separator)}{', omitArrays' if omit_arrays else ''})", value, step)
 
 
-def _template(raw: Any, pointer: str, compile_value: Compile) -> Node:
-    if _is_directive(raw):
-        return Computed("@template", compile_value(raw, pointer), lambda text: compile_template(text, _EVENT_GIVEN, limit=MAX_COMPUTED_RENDER))
-    text = _string_argument(raw, pointer, "@template", 'a text with placeholders such as "Hi {{traits.name}}", or a directive that gives one')
-    return Leaf(f"@template({json.dumps(text, ensure_ascii=False)})", compile_template(text, _MAPPING, pointer))
-
-
-def _event_path(inner: str) -> Getter:
-    return compile_path(inner).evaluate
-
-
-def _single_value(inner: str) -> Getter:
-    """A placeholder of a template an event gave: one value only, so the event cannot make the walk explode."""
-    path = compile_path(inner)
-    if not path.singular:
-        raise ConfigError("a template an event gives may only name single values (no .., *, filters or slices)")
-    return path.evaluate
-
-
-_WANTED = "a path such as {{traits.name}}"
-_MAPPING = Use("@template", _WANTED, _event_path)
-_EVENT_GIVEN = Use("@template", _WANTED, _single_value)
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -165,10 +141,53 @@ _MILLIS_PER = {"unix_s": 1000, "unix_ms": 1}
 
 def _timestamp(raw: Any, pointer: str, compile_value: Compile) -> Node:
     args = _arguments(raw, pointer, "@timestamp", ("value", "from"))
-    unit = _option(args, "from", pointer, "@timestamp", str, None, ("iso", "unix_s", "unix_ms"))
+    formats = _choices(args, "from", pointer, "@timestamp", tuple(_READERS))
+    if "unix_s" in formats and "unix_ms" in formats:
+        raise ConfigError(
+            "@timestamp from lists both unix_s and unix_ms, but a number does not say whether it counts seconds or "
+            "milliseconds, and actionmap never guesses; list the one your events send",
+            join_pointer(pointer, "from", formats.index("unix_ms")),
+        )
     value = _argument(args, "value", pointer, compile_value)
-    step = _from_iso if unit == "iso" else _from_unix(unit)
-    return Apply(f"@timestamp({value.source}, from {unit})", value, step)
+    if len(formats) == 1:
+        step = _single(formats[0])
+        shown = formats[0]
+    else:
+        step = _first_of(formats)
+        shown = f"[{', '.join(formats)}]"
+    return Apply(f"@timestamp({value.source}, from {shown})", value, step)
+
+
+class _Unread(Exception):
+    """One format cannot read the value; the message says what that format reads (or why the value is out of range)."""
+
+
+def _single(name: str) -> Step:
+    read = _READERS[name]
+
+    def step(value: Any) -> str:
+        try:
+            return read(value)
+        except _Unread as reason:
+            raise MappingFailure(f"@timestamp from {name} cannot read {_a(value)}: {reason}") from None
+
+    return step
+
+
+def _first_of(names: tuple[str, ...]) -> Step:
+    """The formats tried in the order listed: the first that reads the value gives the time."""
+    readers = tuple((name, _READERS[name]) for name in names)
+
+    def step(value: Any) -> str:
+        reasons = []
+        for name, read in readers:
+            try:
+                return read(value)
+            except _Unread as reason:
+                reasons.append(f"{name} ({reason})")
+        raise MappingFailure(f"@timestamp cannot read {_a(value)} in any of the formats it tries, in order: {'; '.join(reasons)}")
+
+    return step
 
 
 def _from_iso(value: Any) -> str:
@@ -180,27 +199,39 @@ def _from_iso(value: Any) -> str:
             return _canonical(moment.astimezone(UTC))
         except (ValueError, OverflowError):
             pass
-    raise MappingFailure(f"@timestamp cannot read {_a(value)} as an ISO 8601 date-time; expected text such as 2026-11-26T10:00:00Z")
+    raise _Unread("it is not an ISO 8601 date-time such as 2026-11-26T10:00:00Z")
 
 
-def _from_unix(unit: str) -> Step:
+_LARGEST_EXPONENT = 20
+"""A number past 10^20 (seconds or milliseconds) is past year 9999 either way: refused before any arithmetic."""
+
+
+def _from_unix(unit: str) -> Callable[[Any], str]:
     scale = _MILLIS_PER[unit]
     example = "1764151200" if unit == "unix_s" else "1764151200000"
 
-    def step(value: Any) -> str:
+    def read(value: Any) -> str:
         if type(value) in (int, float) and math.isfinite(value):
             number = Decimal(repr(value))  # repr: the float as written, not its binary expansion
         elif type(value) is str and _UNIX_TEXT.fullmatch(value):
             number = Decimal(value)
         else:
-            raise MappingFailure(f"@timestamp from {unit} needs a number or a string of digits such as {example}, not {_a(value)}")
+            raise _Unread(f"it is not a number or a string of digits such as {example}")
         try:
-            millis = int((number * scale).to_integral_value(rounding=ROUND_FLOOR))
+            if number.adjusted() > _LARGEST_EXPONENT:
+                raise OverflowError
+            # Exact: as many digits as the number has, so a long fraction never rounds up into the next millisecond.
+            exact = Context(prec=len(number.as_tuple().digits) + 8, rounding=ROUND_FLOOR)
+            millis = int(exact.multiply(number, scale).to_integral_value(rounding=ROUND_FLOOR, context=exact))
             return _canonical(_EPOCH + timedelta(milliseconds=millis))
         except OverflowError:
-            raise MappingFailure(f"@timestamp from {unit}: {_shown(value)} is outside years 0001-9999") from None
+            raise _Unread(f"{_shown(value)} is outside years 0001-9999") from None
 
-    return step
+    return read
+
+
+_READERS: dict[str, Callable[[Any], str]] = {"iso": _from_iso, "unix_s": _from_unix("unix_s"), "unix_ms": _from_unix("unix_ms")}
+"""Every format ``@timestamp from`` names: each reads a value to canonical UTC text, or raises _Unread."""
 
 
 def _canonical(moment: datetime) -> str:
