@@ -8,14 +8,20 @@ import json
 import random
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
 import pytest
+
+if TYPE_CHECKING:
+    from destinations.metronome.emulator import MetronomeEmulator
+    from engine.tools.emulator import Emulator
+    from tests.test_serve import Service
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -32,42 +38,128 @@ subscriptions:
 
 @dataclass
 class Run:
+    """One in-process run of ``actionmap``: its exit status and what it printed."""
+
     code: int
     out: str
     err: str
 
+    @property
+    def summary(self) -> dict[str, int]:
+        """The totals of the last line (the per-connection counts, ``connections``, left out)."""
+        totals: dict[str, int] = orjson.loads(self.out.strip().splitlines()[-1])
+        totals.pop("connections", None)
+        return totals
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    """Run ``actionmap ARGS`` in this process; the Metronome token is set unless a test unsets it."""
+
+def in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str],
+               secrets: Iterable[str] = ()) -> Callable[..., Run]:
+    """``run(*args)``: ``actionmap ARGS`` (strings or paths) in this process with ``env`` set.
+
+    No secret may appear in what it prints.
+    """
     from engine.cli import main
 
-    monkeypatch.setenv("METRONOME_API_TOKEN", "test-token-not-secret-4242")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    hidden = tuple(secrets)
 
-    def run(*args: str) -> Run:
-        code = main(list(args))
+    def run(*args: str | Path) -> Run:
+        code = main([str(a) for a in args])
         captured = capsys.readouterr()
+        for secret in hidden:
+            assert secret not in captured.out and secret not in captured.err, "a secret leaked into the output"
         return Run(code, captured.out, captured.err)
 
     return run
 
 
 @pytest.fixture
-def emulators() -> Iterator[Callable[..., Any]]:
-    """Start Metronome emulators on free loopback ports (``MetronomeEmulator`` options) and stop them all afterwards."""
-    from destinations.metronome.emulator import MetronomeEmulator
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
+    """Run ``actionmap ARGS`` in this process; the Metronome token is set unless a test unsets it."""
+    return in_process(capsys, monkeypatch, {"METRONOME_API_TOKEN": "test-token-not-secret-4242"})
 
-    started: list[MetronomeEmulator] = []
 
-    def make(**options: Any) -> MetronomeEmulator:
-        emulator = MetronomeEmulator(**options)
+DEAD = "dead.ndjson"
+"""The dead-letter file a :func:`sender` run writes, in the test's ``tmp_path``."""
+
+
+def write_ndjson(path: Path, events: Iterable[Mapping[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    return path
+
+
+def read_dead_letters(path: Path, secrets: Iterable[str]) -> list[dict[str, Any]]:
+    """The records of a dead-letter file (none when it was never written); the file must hold none of ``secrets``."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    for secret in secrets:
+        assert secret not in text, "a secret leaked into a dead-letter file"
+    return [orjson.loads(line) for line in text.splitlines()]
+
+
+def sender(run: Callable[..., Run], tmp_path: Path, mapping: Path, *fixed: str) -> Callable[..., Run]:
+    """``send(emulator, events, *options)``: ``actionmap send`` of ``events`` through ``run`` to an emulator.
+
+    The events are written to ``tmp_path / "events.ndjson"`` and the dead letters to
+    ``tmp_path / DEAD``; ``--set base_url=`` names the emulator's. The ``fixed`` options go
+    before each call's own, and a call may name another mapping file (``mapping=``).
+    """
+
+    def send(emulator: Emulator, events: Iterable[Mapping[str, Any]], *options: str, mapping: Path = mapping) -> Run:
+        path = write_ndjson(tmp_path / "events.ndjson", events)
+        return run("send", "-m", mapping, path, "--set", f"base_url={emulator.base_url}",
+                   "--dead-letter", tmp_path / DEAD, *fixed, *options)
+
+    return send
+
+
+E = TypeVar("E", bound="Emulator")
+
+
+def started(cls: Callable[..., E], tokens: Iterable[str] | None = None,
+            secrets: Iterable[str] = ()) -> Iterator[Callable[..., E]]:
+    """An emulator fixture's body (``yield from started(...)``): ``make(**options)`` starts ``cls(**options)``.
+
+    Each serves on a free loopback port; ``tokens`` are its credentials unless the options
+    name theirs. After the test every emulator made is stopped, then its state (the request
+    log too) must hold none of ``secrets``.
+    """
+    running: list[E] = []
+    hidden = tuple(secrets)
+
+    def make(**options: Any) -> E:
+        if tokens is not None:
+            options.setdefault("tokens", tokens)
+        emulator = cls(**options)
         emulator.start()
-        started.append(emulator)
+        running.append(emulator)
         return emulator
 
     yield make
-    for emulator in started:
+    for emulator in running:
         emulator.stop()
+    for emulator in running:
+        log = json.dumps(emulator.state()) if hidden else ""
+        assert all(secret not in log for secret in hidden), "a secret leaked into the emulator's log"
+
+
+@pytest.fixture
+def emulators() -> Iterator[Callable[..., MetronomeEmulator]]:
+    """Start Metronome emulators on free loopback ports (``MetronomeEmulator`` options) and stop them all afterwards."""
+    from destinations.metronome.emulator import MetronomeEmulator
+
+    yield from started(MetronomeEmulator)
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    """The ``actionmap serve`` processes a test appends here; every one still running at its end is stopped."""
+    made: list[Service] = []
+    yield made
+    for one in made:
+        one.stop()
 
 
 # -- events and the payloads they must become ---------------------------------------

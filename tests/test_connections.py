@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import pytest
 from destinations.metronome.emulator import Faults, MetronomeEmulator
 from engine.config.connections import Secrets, load_connections, parse_overrides
 from engine.errors import ConfigError, ConfigErrors
-from tests.conftest import REPO, WEBHOOK_SECRET, Receiver, expected_payload, track_events
+from tests.conftest import REPO, WEBHOOK_SECRET, Receiver, expected_payload, track_events, write_ndjson
 from tests.test_serve import Service, assert_adds_up, metrics_by_connection
 
 TOKEN = "mtr-connections-token-5e1a"
@@ -63,9 +63,7 @@ def webhook_file(folder: Path, receiver: Receiver, name: str = "hook") -> Path:
 
 
 def events_file(folder: Path, events: list[dict[str, Any]]) -> Path:
-    path = folder / "events.ndjson"
-    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
-    return path
+    return write_ndjson(folder / "events.ndjson", events)
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -260,14 +258,6 @@ def by_connection(running: Service) -> dict[str, dict[str, float]]:
 def health(running: Service) -> tuple[int, dict[str, Any]]:
     answer = httpx.get(running.url + "/health", timeout=10.0)
     return answer.status_code, answer.json()
-
-
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    made: list[Service] = []
-    yield made
-    for one in made:
-        one.stop()
 
 
 def test_serve_a_destination_answering_503_does_not_hold_up_another(

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,7 +27,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from destinations.metronome.emulator import FAULT_KINDS, Faults, MetronomeEmulator
-from engine.cli import main
 from engine.delivery.deadletters import DeadLetterFile
 from engine.delivery import Outgoing, Requests, RetryPolicy, Sender, classify
 from engine.events import Event
@@ -36,17 +34,24 @@ from engine.config.mappingfile import MappingFile, load_mapping_file
 from engine.delivery import Sent
 from engine.delivery.batcher import Batcher
 from engine.runtime.send import send_events
-from tests.conftest import REPO, USAGE_EVENTS, expected_payload, free_port, track_events, utc_ms
+from tests.conftest import (
+    DEAD,
+    REPO,
+    USAGE_EVENTS,
+    Run,
+    expected_payload,
+    free_port,
+    in_process,
+    read_dead_letters,
+    sender,
+    track_events,
+    utc_ms,
+)
 
 TOKEN = "mtr-delivery-test-token-5f0c9e21ab7d"
 MAPPING = REPO / "mappings" / "metronome.yaml"
 BATCH = 100
 CLIENT_TIMEOUT = 0.5  # seconds; the "slow" fault answers just after it
-
-
-def write_ndjson(path: Path, events: list[dict[str, Any]]) -> Path:
-    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
-    return path
 
 
 def ingest_requests(emulator: MetronomeEmulator) -> list[Any]:
@@ -75,56 +80,21 @@ def start(emulators: Start) -> Start:
     return make
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def summary(self) -> dict[str, int]:
-        """The totals of the last line (the per-connection counts are in ``connections``)."""
-        totals = orjson.loads(self.out.strip().splitlines()[-1])
-        del totals["connections"]
-        return totals
-
-
 @pytest.fixture
 def actionmap(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
     """``actionmap ARGS`` in this process with TOKEN in the environment; its output must never hold TOKEN."""
-    monkeypatch.setenv("METRONOME_API_TOKEN", TOKEN)
-
-    def run(*args: str | Path) -> Run:
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        assert TOKEN not in captured.out and TOKEN not in captured.err, "the API token leaked into the output"
-        return Run(code, captured.out, captured.err)
-
-    return run
-
-
-DEAD = "dead.ndjson"
+    return in_process(capsys, monkeypatch, {"METRONOME_API_TOKEN": TOKEN}, [TOKEN])
 
 
 @pytest.fixture
 def send(actionmap: Callable[..., Run], tmp_path: Path) -> Callable[..., Run]:
     """``actionmap send`` of ``events`` to an emulator, dead letters to ``tmp_path / DEAD``."""
-
-    def run(emulator: MetronomeEmulator, events: list[dict[str, Any]], *options: str) -> Run:
-        path = write_ndjson(tmp_path / "events.ndjson", events)
-        return actionmap("send", "-m", MAPPING, path, "--set", f"base_url={emulator.base_url}",
-                         "--dead-letter", tmp_path / DEAD, *options)
-
-    return run
+    return sender(actionmap, tmp_path, MAPPING)
 
 
 def dead_letters(path: Path) -> list[dict[str, Any]]:
     """The records of a dead-letter file (none when it was never written); the file must never hold TOKEN."""
-    if not path.exists():
-        return []
-    text = path.read_text()
-    assert TOKEN not in text, "the API token leaked into a dead-letter file"
-    return [orjson.loads(line) for line in text.splitlines()]
+    return read_dead_letters(path, [TOKEN])
 
 
 def mapping_for(emulator: MetronomeEmulator, path: Path = MAPPING) -> MappingFile:

@@ -58,14 +58,6 @@ def dual(tmp_path: Path, metronome: MetronomeEmulator, orb: OrbEmulator, service
     return running
 
 
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    made: list[Service] = []
-    yield made
-    for one in made:
-        one.stop()
-
-
 def test_serve_dual_writes_every_event_once_to_metronome_and_to_orb(
         tmp_path: Path, metronome: MetronomeEmulator, orb: OrbEmulator, services: list[Service]) -> None:
     events = track_events(EVENTS, seed=151, prefix="dual")

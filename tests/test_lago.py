@@ -20,16 +20,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import httpx
-import orjson
 import pytest
 from lago_python_client.client import Client
 from lago_python_client.exceptions import LagoApiError, LagoRateLimitError
 from lago_python_client.models.event import BatchEvent, Event
 
 from destinations.lago.emulator import LagoEmulator, Metric
-from engine.cli import main
 from engine.tools.emulator import FAULT_KINDS, Faults
-from tests.conftest import REPO, track_events
+from tests.conftest import DEAD, REPO, Run, in_process, read_dead_letters, sender, started, track_events
 
 KEY = "lago-test-key-3e9b51c07d2a48"
 MAPPING = REPO / "mappings" / "lago.yaml"
@@ -69,67 +67,26 @@ def poison(events: list[dict[str, Any]], seed: int) -> set[str]:
 @pytest.fixture
 def start() -> Iterator[Callable[..., LagoEmulator]]:
     """Start Lago emulators accepting KEY (``LagoEmulator`` options); stopped, and their logs searched, afterwards."""
-    started: list[LagoEmulator] = []
-
-    def make(**options: Any) -> LagoEmulator:
-        emulator = LagoEmulator(options.pop("tokens", {KEY}), **options)
-        emulator.start()
-        started.append(emulator)
-        return emulator
-
-    yield make
-    for emulator in started:
-        emulator.stop()
-        assert KEY not in json.dumps(emulator.state()), "the API key leaked into the emulator's log"
+    yield from started(LagoEmulator, {KEY}, secrets=[KEY])
 
 
 def sdk(emulator: LagoEmulator, key: str = KEY, retries: int = 0) -> Client:
     return Client(api_key=key, api_url=emulator.base_url, max_retries=retries)
 
 
-class Run:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    @property
-    def summary(self) -> dict[str, int]:
-        totals = orjson.loads(self.out.strip().splitlines()[-1])
-        totals.pop("connections", None)
-        return totals
-
-
 @pytest.fixture
 def actionmap(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
     """``actionmap ARGS`` in this process with KEY in the environment; its output must never hold KEY."""
-    monkeypatch.setenv("LAGO_API_KEY", KEY)
-
-    def run(*args: str | Path) -> Run:
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        assert KEY not in captured.out and KEY not in captured.err, "the API key leaked into the output"
-        return Run(code, captured.out, captured.err)
-
-    return run
+    return in_process(capsys, monkeypatch, {"LAGO_API_KEY": KEY}, [KEY])
 
 
 @pytest.fixture
 def send(actionmap: Callable[..., Run], tmp_path: Path) -> Callable[..., Run]:
-    def run(emulator: LagoEmulator, events: list[dict[str, Any]], *options: str) -> Run:
-        path = tmp_path / "events.ndjson"
-        path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
-        return actionmap("send", "-m", MAPPING, path, "--set", f"base_url={emulator.base_url}",
-                         "--dead-letter", tmp_path / "dead.ndjson", "--backoff", "0.01", *options)
-
-    return run
+    return sender(actionmap, tmp_path, MAPPING, "--backoff", "0.01")
 
 
 def dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
-    path = tmp_path / "dead.ndjson"
-    if not path.exists():
-        return []
-    text = path.read_text()
-    assert KEY not in text, "the API key leaked into a dead-letter file"
-    return [orjson.loads(line) for line in text.splitlines()]
+    return read_dead_letters(tmp_path / DEAD, [KEY])
 
 
 def batches_of(emulator: LagoEmulator, events: list[dict[str, Any]]) -> Counter[int]:

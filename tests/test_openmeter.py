@@ -18,15 +18,13 @@ from typing import Any, Callable, Iterator
 
 import httpx
 import openmeter
-import orjson
 import pytest
 from corehttp.exceptions import ClientAuthenticationError, HttpResponseError
 from openmeter.models import Event
 
 from destinations.openmeter.emulator import OpenMeterEmulator
-from engine.cli import main
 from engine.tools.emulator import FAULT_KINDS, Faults
-from tests.conftest import REPO, track_events, utc_ms
+from tests.conftest import DEAD, REPO, Run, in_process, read_dead_letters, sender, started, track_events, utc_ms
 from tests.test_plugin_cases import CASES
 
 TOKEN = "om-test-token-7d41c9e2b5a8"
@@ -36,52 +34,28 @@ TIMEOUT = 0.25  # seconds; the "slow" fault answers just after it
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
 Start = Callable[..., OpenMeterEmulator]
-Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
 def start() -> Iterator[Start]:
     """Start emulators that accept TOKEN; each is stopped after the test and its log must not hold TOKEN."""
-    started: list[OpenMeterEmulator] = []
-
-    def make(**options: Any) -> OpenMeterEmulator:
-        emulator = OpenMeterEmulator(options.pop("tokens", {TOKEN}), **options)
-        emulator.start()
-        started.append(emulator)
-        return emulator
-
-    yield make
-    for emulator in started:
-        emulator.stop()
-        assert TOKEN not in json.dumps(emulator.state()), "the API token leaked into the emulator's log"
+    yield from started(OpenMeterEmulator, {TOKEN}, secrets=[TOKEN])
 
 
 @pytest.fixture
-def actionmap(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+def actionmap(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
     """``actionmap ARGS`` in this process with TOKEN in the environment; its output must never hold TOKEN."""
-    monkeypatch.setenv("OPENMETER_API_KEY", TOKEN)
-
-    def run(*args: str | Path) -> tuple[int, str, str]:
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        assert TOKEN not in out and TOKEN not in err, "the API token leaked into the output"
-        return code, out, err
-
-    return run
+    return in_process(capsys, monkeypatch, {"OPENMETER_API_KEY": TOKEN}, [TOKEN])
 
 
 @pytest.fixture
-def send(actionmap: Run, tmp_path: Path) -> Callable[..., tuple[int, Any, list[Any]]]:
+def send(actionmap: Callable[..., Run], tmp_path: Path) -> Callable[..., tuple[int, Any, list[Any]]]:
     """``actionmap send`` of ``events`` to an emulator: the exit status, the summary and the dead letters."""
+    deliver = sender(actionmap, tmp_path, MAPPING)
 
     def run(emulator: OpenMeterEmulator, events: list[dict[str, Any]], *options: str) -> tuple[int, Any, Any]:
-        source, dead = tmp_path / "events.ndjson", tmp_path / "dead.ndjson"
-        source.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
-        code, out, err = actionmap("send", "-m", MAPPING, source, "--set", f"base_url={emulator.base_url}",
-                                   "--dead-letter", dead, *options)
-        text = dead.read_text() if dead.exists() else ""
-        assert TOKEN not in text, "the API token leaked into a dead letter"
-        return code, orjson.loads(out.strip().splitlines()[-1]), [orjson.loads(line) for line in text.splitlines()]
+        result = deliver(emulator, events, *options)
+        return result.code, result.summary, read_dead_letters(tmp_path / DEAD, [TOKEN])
 
     return run
 
@@ -259,24 +233,25 @@ def test_several_poison_events_in_one_batch_cost_one_request_each(start: Start, 
     assert sorted(emulator.stored) == sorted(e["messageId"] for i, e in enumerate(events) if i not in (5, 50, 99))
 
 
-def test_the_credential_check_lists_meters(start: Start, actionmap: Run) -> None:
+def test_the_credential_check_lists_meters(start: Start, actionmap: Callable[..., Run]) -> None:
     emulator = start()
-    code, out, _ = actionmap("check", "-m", MAPPING, "--set", f"base_url={emulator.base_url}")
-    assert code == 0 and "the credential was accepted (200 from" in out
-    code, out, _ = actionmap("check", "-m", MAPPING, "--set", f"base_url={emulator.base_url}", "--set", "api_key=nope")
-    assert code == 1 and "the credential was refused (401 from" in out
+    valid = actionmap("check", "-m", MAPPING, "--set", f"base_url={emulator.base_url}")
+    assert valid.code == 0 and "the credential was accepted (200 from" in valid.out
+    refused = actionmap("check", "-m", MAPPING, "--set", f"base_url={emulator.base_url}", "--set", "api_key=nope")
+    assert refused.code == 1 and "the credential was refused (401 from" in refused.out
     assert [(r.method, r.path, r.status) for r in emulator.requests] == [("GET", "/api/v1/meters", 200),
                                                                          ("GET", "/api/v1/meters", 401)]
 
 
-def test_docs_validate_and_the_plugin_tests_pass(actionmap: Run) -> None:
-    code, out, _ = actionmap("docs", "openmeter")
-    assert code == 0 and "# OpenMeter (Actions)" in out and "`POST {{settings.base_url}}/api/v1/events`" in out
-    assert "`https://openmeter.cloud`" in out and '`"actionmap"`' in out
+def test_docs_validate_and_the_plugin_tests_pass(actionmap: Callable[..., Run]) -> None:
+    docs = actionmap("docs", "openmeter")
+    assert docs.code == 0 and "# OpenMeter (Actions)" in docs.out
+    assert "`POST {{settings.base_url}}/api/v1/events`" in docs.out
+    assert "`https://openmeter.cloud`" in docs.out and '| `actionmap` |' in docs.out
     folder = REPO / "destinations" / "openmeter"
-    assert actionmap("validate", folder)[0] == 0 and actionmap("validate", MAPPING)[0] == 0
-    code, out, _ = actionmap("test", folder)
-    assert code == 0 and "7 passed, 0 failed" in out
+    assert actionmap("validate", folder).code == 0 and actionmap("validate", MAPPING).code == 0
+    tested = actionmap("test", folder)
+    assert tested.code == 0 and "7 passed, 0 failed" in tested.out
     assert sum(1 for slug, result in CASES if slug == "openmeter" and result.passed) == 7, "pytest runs them too"
 
 

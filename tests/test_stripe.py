@@ -17,19 +17,27 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import orjson
 import pytest
 import stripe
 
 from destinations.stripe.emulator import StripeEmulator
-from engine.cli import main
 from engine.tools.emulator import FAULT_KINDS, Faults
-from tests.conftest import REPO, track_events, utc_ms
+from tests.conftest import (
+    DEAD,
+    REPO,
+    Run,
+    in_process,
+    read_dead_letters,
+    sender,
+    started,
+    track_events,
+    utc_ms,
+    write_ndjson,
+)
 
 KEY = "sk_test_stripe_helper_7c1e5a90d3b24f68"
 MAPPING = REPO / "mappings" / "stripe.yaml"
@@ -39,23 +47,12 @@ subscriptions:
   - {name: Meter events, action: send_event_stream}
 """
 DIGITS = 9  # the emulator's poison option: a payload[value] with more digits is refused at once
-DEAD = "dead.ndjson"
 
 
 @pytest.fixture
 def emulator_factory() -> Iterator[Any]:
     """Start Stripe emulators (accepting KEY unless told otherwise) and stop them after the test."""
-    started: list[StripeEmulator] = []
-
-    def make(**options: Any) -> StripeEmulator:
-        emulator = StripeEmulator(options.pop("tokens", {KEY}), **options)
-        emulator.start()
-        started.append(emulator)
-        return emulator
-
-    yield make
-    for emulator in started:
-        emulator.stop()
+    yield from started(StripeEmulator, {KEY})
 
 
 def sdk(emulator: StripeEmulator, key: str = KEY) -> stripe.StripeClient:
@@ -230,19 +227,6 @@ def poison(events: list[dict[str, Any]], seed: int) -> set[str]:
     return bad
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def summary(self) -> dict[str, int]:
-        totals = orjson.loads(self.out.strip().splitlines()[-1])
-        del totals["connections"]
-        return totals
-
-
 def secrets_of(emulator: StripeEmulator) -> list[str]:
     return [KEY, *emulator.session_tokens]
 
@@ -258,29 +242,23 @@ def assert_no_secret(emulator: StripeEmulator, *texts: str) -> None:
 @pytest.fixture
 def send(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Run]:
     """``actionmap send`` of ``events`` to an emulator (both hosts), dead letters to ``tmp_path / DEAD``."""
-    monkeypatch.setenv("STRIPE_API_KEY", KEY)
+    deliver = sender(in_process(capsys, monkeypatch, {"STRIPE_API_KEY": KEY}, [KEY]), tmp_path, MAPPING)
     stream_mapping = tmp_path / "stream.yaml"
     stream_mapping.write_text(STREAM_MAPPING)
 
     def run(emulator: StripeEmulator, events: list[dict[str, Any]], *options: str, stream: bool = False) -> Run:
-        path = tmp_path / "events.ndjson"
-        path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
-        code = main(["send", "-m", str(stream_mapping if stream else MAPPING), str(path),
-                     "--set", f"base_url={emulator.base_url}", "--set", f"meter_events_base_url={emulator.base_url}",
-                     "--dead-letter", str(tmp_path / DEAD), *options])
-        captured = capsys.readouterr()
-        assert_no_secret(emulator, captured.out, captured.err)
-        return Run(code, captured.out, captured.err)
+        result = deliver(emulator, events, "--set", f"meter_events_base_url={emulator.base_url}", *options,
+                         mapping=stream_mapping if stream else MAPPING)
+        assert_no_secret(emulator, result.out, result.err)
+        return result
 
     return run
 
 
 def dead_letters(emulator: StripeEmulator, path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    text = path.read_text()
-    assert_no_secret(emulator, text)
-    return [orjson.loads(line) for line in text.splitlines()]
+    """The records at ``path``: neither they nor the emulator's log may hold the API key or a session token."""
+    assert_no_secret(emulator)
+    return read_dead_letters(path, secrets_of(emulator))
 
 
 def carried(body: Any) -> list[str]:
@@ -353,14 +331,22 @@ def check_faulted_run(emulator: StripeEmulator, run: Run, events: list[dict[str,
     assert emulator.reports == {}
 
 
+def faulted_run(emulator_factory: Any, send: Callable[..., Run], path: Path, seed: int, fault_seed: int,
+                stream: bool) -> tuple[StripeEmulator, set[str]]:
+    """5,000 usage events, one in each hundred poison, sent (v1 or stream) through 20% faults and checked by
+    :func:`check_faulted_run`; the emulator and the poison events' identifiers, for each mode's own checks."""
+    events = usage_events(5_000, seed=seed)
+    bad = poison(events, seed=seed)
+    emulator = emulator_factory(faults=faulty(fault_seed), max_value_digits=DIGITS)
+    run = send(emulator, events, *QUICK, stream=stream)
+    check_faulted_run(emulator, run, events, bad, expected_stream if stream else expected_v1, path)
+    return emulator, bad
+
+
 def test_five_thousand_v1_events_survive_twenty_percent_faults_and_poison(
     emulator_factory: Any, send: Callable[..., Run], tmp_path: Path
 ) -> None:
-    events = usage_events(5_000, seed=1)
-    bad = poison(events, seed=1)
-    emulator = emulator_factory(faults=faulty(20261126), max_value_digits=DIGITS)
-    run = send(emulator, events, *QUICK)
-    check_faulted_run(emulator, run, events, bad, expected_v1, tmp_path / DEAD)
+    emulator, bad = faulted_run(emulator_factory, send, tmp_path / DEAD, seed=1, fault_seed=20261126, stream=False)
     assert emulator.max_events_in_a_request == 1
     assert emulator.duplicates == 0, "v1 refuses a repeated identifier; nothing is stored twice"
     assert emulator.summary()["refused_repeats"] > 0, "answers lost after storing were resent and refused as repeats"
@@ -374,11 +360,7 @@ def test_five_thousand_v1_events_survive_twenty_percent_faults_and_poison(
 def test_five_thousand_stream_events_survive_twenty_percent_faults_and_poison(
     emulator_factory: Any, send: Callable[..., Run], tmp_path: Path
 ) -> None:
-    events = usage_events(5_000, seed=2)
-    bad = poison(events, seed=2)
-    emulator = emulator_factory(faults=faulty(20261127), max_value_digits=DIGITS)
-    run = send(emulator, events, *QUICK, stream=True)
-    check_faulted_run(emulator, run, events, bad, expected_stream, tmp_path / DEAD)
+    emulator, bad = faulted_run(emulator_factory, send, tmp_path / DEAD, seed=2, fault_seed=20261127, stream=True)
     assert emulator.max_events_in_a_request <= 100
     mean, answered = requests_per_poison(emulator, bad)
     bound = 1 + 2 * math.ceil(math.log2(100))
@@ -406,7 +388,7 @@ def test_a_session_the_emulator_ends_mid_run_is_renewed_and_nothing_is_lost(
     tokens = dict(zip(sessions, emulator.session_tokens))
     stream = [r for r in emulator.requests if r.path == "/v2/billing/meter_event_stream"]
     assert [r.headers["authorization"] for r in stream] == [
-        "Bearer ***" + tokens[sid][-4:] for sid, _ in expected_uses[:len(stream)]], "the log names each token, masked"
+        "Bearer ********" + tokens[sid][-4:] for sid, _ in expected_uses[:len(stream)]], "the log names each token, masked"
     assert run.summary["delivered"] == 3_000 and run.summary["dead_lettered"] == 0
 
 
@@ -416,8 +398,7 @@ def test_a_send_killed_after_storing_is_finished_by_running_it_again(
     """The events the killed run stored are refused as repeats on the second run, and those refusals count as delivered."""
     events = usage_events(600, seed=4)
     emulator = emulator_factory()
-    path = tmp_path / "events.ndjson"
-    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    path = write_ndjson(tmp_path / "events.ndjson", events)
     process = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "send", "-m", str(MAPPING), str(path), "--set", f"base_url={emulator.base_url}",
          "--dead-letter", str(tmp_path / DEAD)],
@@ -461,23 +442,18 @@ def test_docs_validate_check_and_plugin_tests(
 ) -> None:
     from tests.test_plugin_cases import CASES
 
-    def run(*args: str | Path) -> tuple[int, str]:
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        assert KEY not in captured.out + captured.err
-        return code, captured.out
-
-    code, docs = run("docs", "stripe")
-    assert code == 0 and "send_event_stream" in docs and "`meter_events_base_url`" in docs
-    assert run("validate", REPO / "destinations" / "stripe")[0] == 0
-    code, out = run("test", REPO / "destinations" / "stripe")
-    assert code == 0 and out.strip().endswith("9 passed, 0 failed")
+    run = in_process(capsys, monkeypatch, {}, [KEY])
+    docs = run("docs", "stripe")
+    assert docs.code == 0 and "send_event_stream" in docs.out and "`meter_events_base_url`" in docs.out
+    assert run("validate", REPO / "destinations" / "stripe").code == 0
+    tested = run("test", REPO / "destinations" / "stripe")
+    assert tested.code == 0 and tested.out.strip().endswith("9 passed, 0 failed")
     assert sorted(r.passed for slug, r in CASES if slug == "stripe") == [True] * 9, "pytest runs them too"
     monkeypatch.setenv("STRIPE_API_KEY", KEY)
-    assert run("test", MAPPING)[0] == 0
+    assert run("test", MAPPING).code == 0
     emulator = emulator_factory()
-    code, out = run("check", "-m", MAPPING, "--set", f"base_url={emulator.base_url}")
-    assert code == 0 and "the credential was accepted (200 from" in out
+    valid = run("check", "-m", MAPPING, "--set", f"base_url={emulator.base_url}")
+    assert valid.code == 0 and "the credential was accepted (200 from" in valid.out
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_wrong_key_0000")
-    code, out = run("check", "-m", MAPPING, "--set", f"base_url={emulator.base_url}")
-    assert code == 1 and "the credential was refused (401 from" in out
+    refused = run("check", "-m", MAPPING, "--set", f"base_url={emulator.base_url}")
+    assert refused.code == 1 and "the credential was refused (401 from" in refused.out

@@ -14,8 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from datetime import datetime
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 from urllib.parse import unquote
 
 from destinations.lago.rules import (
@@ -32,7 +31,7 @@ from destinations.lago.rules import (
     read_event,
     validation_errors,
 )
-from engine.tools.emulator import FAULT_KINDS, Answer, Call, Faults, Problem, RecordedRequest, Route, json_answer, main_for, utc_now
+from engine.tools.emulator import FAULT_KINDS, Answer, Call, Faults, Problem, RecordedRequest, Route, json_answer, main_for
 from engine.tools.emulator import Emulator as _Core
 
 __all__ = ["FAULT_KINDS", "Emulator", "Faults", "LagoEmulator", "Metric", "RecordedRequest", "main"]
@@ -58,21 +57,11 @@ class LagoEmulator(_Core):
     default_port: ClassVar[int] = 3000  # lago-api's port in Lago's docker-compose
     rate_burst: ClassVar[int] = 1  # the bucket counts requests, not events
 
-    def __init__(
-        self,
-        tokens: Iterable[str],
-        *,
-        clock: Callable[[], datetime] = utc_now,
-        faults: Faults | Iterable[str | None] | None = None,
-        rate_limit: float | None = None,
-        metrics: Iterable[Metric] = (),
-        read_only: Iterable[str] = (),
-        max_body_bytes: int = 10 * 1024 * 1024,
-    ) -> None:
+    def __init__(self, tokens: Iterable[str], *, metrics: Iterable[Metric] = (), read_only: Iterable[str] = (),
+                 **options: Any) -> None:
         self.metrics: Mapping[str, Metric] = {metric.code: metric for metric in metrics}
         self.read_only = frozenset(read_only)
-        super().__init__(set(tokens) | self.read_only, clock=clock, faults=faults, rate_limit=rate_limit,
-                         max_body_bytes=max_body_bytes)
+        super().__init__(set(tokens) | self.read_only, **options)
 
     def clear(self) -> None:
         self._unique: set[tuple[str, str]] = set()

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from datetime import datetime
-from typing import Any, Callable, ClassVar, Final, Iterable, Sequence
+from typing import Any, ClassVar, Final, Iterable, Sequence
 
 from destinations.metronome.rules import MAX_EVENTS, Validator, bracketed, iso
 from engine.tools.emulator import (
@@ -31,7 +30,6 @@ from engine.tools.emulator import (
     Stored,
     json_answer,
     main_for,
-    utc_now,
 )
 from engine.tools.emulator import Emulator as _Core
 
@@ -81,18 +79,9 @@ class MetronomeEmulator(_Core):
     default_port: ClassVar[int] = 8089
     rate_burst: ClassVar[int] = MAX_EVENTS
 
-    def __init__(
-        self,
-        tokens: Iterable[str],
-        *,
-        clock: Callable[[], datetime] = utc_now,
-        faults: Faults | Iterable[str | None] | None = None,
-        rate_limit: float | None = None,
-        property_value_limit: int | None = None,
-        max_body_bytes: int = 10 * 1024 * 1024,
-    ) -> None:
+    def __init__(self, tokens: Iterable[str], *, property_value_limit: int | None = None, **options: Any) -> None:
         self._validator = Validator(property_value_limit)
-        super().__init__(tokens, clock=clock, faults=faults, rate_limit=rate_limit, max_body_bytes=max_body_bytes)
+        super().__init__(tokens, **options)
 
     def routes(self) -> list[Route]:
         return [Route("POST", "/v1/ingest", self._ingest, ingest=True), Route("POST", "/v1/events/search", self._search)]

@@ -12,6 +12,8 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
+from engine.tools.emulator import json_type, matched_instant
+
 MAX_EVENTS: Final = 100
 MAX_TRANSACTION_ID: Final = 128
 MAX_PROPERTIES: Final = 2000
@@ -21,39 +23,19 @@ _REQUIRED: Final = ("transaction_id", "customer_id", "event_type", "timestamp")
 _MAX_ERRORS_SHOWN: Final = 20
 
 _RFC3339: Final = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))\Z"
 )
 
 
 def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    return {float: "number", str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+    return json_type(value, integer="integer")
 
 
 def _parse_rfc3339(text: str) -> datetime | None:
     """The instant an RFC 3339 date-time names (4-digit year, offset required), or None."""
     m = _RFC3339.match(text)
-    if m is None:
-        return None
-    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
-    micro = int((m.group(7) or ".0")[1:7].ljust(6, "0"))
-    offset = timedelta(0)
-    if m.group(8):
-        if int(m.group(10)) > 59:
-            return None
-        offset = timedelta(hours=int(m.group(9)), minutes=int(m.group(10)))
-        if m.group(8) == "-":
-            offset = -offset
-    try:
-        return datetime(year, month, day, hour, minute, second, micro, tzinfo=timezone(offset))
-    except ValueError:
-        return None
+    return None if m is None else matched_instant(m)
 
 
 def iso(instant: datetime) -> str:

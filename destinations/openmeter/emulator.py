@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from destinations.openmeter import listing, rules
-from engine.tools.emulator import BEARER, Answer, Call, Route, json_answer, main_for, mask
+from engine.tools.emulator import Answer, Call, Route, json_answer, main_for
 from engine.tools.emulator import Emulator as Core
 
 __all__ = ["Emulator", "OpenMeterEmulator", "main"]
@@ -47,6 +47,7 @@ class OpenMeterEmulator(Core):
     slug = "openmeter"
     name = "OpenMeter"
     default_port = 8888  # OpenMeter's own default port when self-hosted
+    unknown_status = 401  # a missing, malformed or unknown token is 401 (OpenMeter keeps 403 for permissions)
 
     def __init__(self, tokens: Iterable[str], *, forbidden_data_keys: Iterable[str] = (), **options: Any) -> None:
         self.schema = rules.Schema(forbidden_data_keys)
@@ -80,18 +81,6 @@ class OpenMeterEmulator(Core):
     def _problem(status: int, text: str, instance: str | None, headers: Iterable[tuple[str, str]]) -> Answer:
         body = json.dumps(rules.problem(status, text, instance)).encode()
         return Answer(status, body, tuple(headers), rules.PROBLEM_CONTENT_TYPE)
-
-    def authenticate(self, call: Call) -> Answer | None:
-        """401 for a missing, malformed or unknown token (OpenMeter keeps 403 for permissions)."""
-        header = call.headers.get("authorization")
-        if header is None:
-            return self.error(401, "missing API token: send 'Authorization: Bearer <your OpenMeter API token>'")
-        m = BEARER.match(header)
-        if m is None:
-            return self.error(401, f"malformed Authorization header {mask(header)!r}: expected 'Bearer <token>'")
-        if m.group(1) not in self.tokens:
-            return self.error(401, f"invalid API token {mask(m.group(1))}")
-        return None
 
     def retry_headers(self, fault: str) -> tuple[tuple[str, str], ...]:
         """``Retry-After`` (seconds) and the ``X-RateLimit-*`` headers Cloud sends; none on the bare ``429`` fault."""

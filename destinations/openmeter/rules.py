@@ -16,9 +16,11 @@ import re
 import secrets
 import string
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any, Final, Iterable
+
+from engine.tools.emulator import matched_instant
 
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
 
@@ -84,23 +86,10 @@ class RequestIds:
 def parse_time(text: str) -> tuple[datetime, str] | None:
     """The instant and its fraction digits (up to nanoseconds, as Go keeps them), or None when not RFC 3339."""
     m = _RFC3339.match(text)
-    if m is None:
+    instant = None if m is None else matched_instant(m)
+    if m is None or instant is None:
         return None
-    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
-    fraction = m.group(7) or ""
-    offset = timedelta(0)
-    if m.group(8):
-        if int(m.group(10)) > 59:
-            return None
-        offset = timedelta(hours=int(m.group(9)), minutes=int(m.group(10)))
-        if m.group(8) == "-":
-            offset = -offset
-    try:
-        instant = datetime(year, month, day, hour, minute, second, int(fraction[:6].ljust(6, "0")),
-                           tzinfo=timezone(offset))
-    except ValueError:
-        return None
-    return instant, fraction
+    return instant, m.group(7) or ""
 
 
 def go_time(instant: datetime, fraction: str | None = None) -> str:
@@ -138,12 +127,6 @@ def decode(raw: bytes) -> tuple[Any, str | None]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"invalid character {name[0]!r} looking for beginning of value")
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    return {str: "string", dict: "object", list: "array", int: "number", float: "number"}.get(type(value), "null")
 
 
 class Schema:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Iterable, Sequence
 
-from engine.tools.emulator import BEARER, STATUS_FAULTS, Answer, Call, Route, json_answer, main_for, mask
+from engine.tools.emulator import STATUS_FAULTS, Answer, Call, Route, json_answer, main_for
 from engine.tools.emulator import Emulator as Base
 from destinations.orb.rules import DEFAULT_GRACE, DEFAULT_MAX_EVENTS, Account, as_event, check_ingest, check_search, envelope
 
@@ -39,6 +39,8 @@ class OrbEmulator(Base):
     name = "Orb"
     default_port = 8090
     rate_burst = DEFAULT_MAX_EVENTS
+    credential = "API key"
+    unknown_status = 401  # Orb answers every credential problem 401 (no 403): missing, malformed or unknown key
 
     def __init__(
         self,
@@ -65,18 +67,6 @@ class OrbEmulator(Base):
 
     def error(self, status: int, text: str, *headers: tuple[str, str]) -> Answer:
         return json_answer(status, envelope(status, text), *headers)
-
-    def authenticate(self, call: Call) -> Answer | None:
-        """Orb answers every credential problem 401 (no 403): missing, malformed or unknown key."""
-        header = call.headers.get("authorization")
-        if header is None:
-            return self.error(401, "missing Authorization header: send 'Authorization: Bearer <your Orb API key>'")
-        m = BEARER.match(header)
-        if m is None:
-            return self.error(401, f"malformed Authorization header {mask(header)!r}: expected 'Bearer <your Orb API key>'")
-        if m.group(1) not in self.tokens:
-            return self.error(401, f"the API key {mask(m.group(1))} is not valid: check the key and its environment (test or live)")
-        return None
 
     def fault_answer(self, fault: str) -> Answer:
         answer = super().fault_answer(fault)

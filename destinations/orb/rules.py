@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any, Final
 
+from engine.tools.emulator import json_type
+
 ERRORS: Final = "https://docs.withorb.com/reference/error-responses"
 VALIDATION: Final = f"{ERRORS}#400-request-validation-errors"
 TYPES: Final[dict[int, tuple[str, str]]] = {
@@ -56,14 +58,6 @@ def envelope(status: int, detail: str, validation_errors: list[Any] | None = Non
     if status == 400:
         body["validation_errors"] = validation_errors if validation_errors is not None else [detail]
     return body
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    return {int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
 
 
 def parse_time(text: str) -> datetime | None:
@@ -117,13 +111,13 @@ class Verdict:
 def _body_problem(body: Any, account: Account) -> Verdict | None:
     """A problem with the request as a whole (no event to name): 400 with plain-text entries, or 413."""
     if not isinstance(body, dict):
-        return Verdict([], 400, f'the body must be a JSON object {{"events": [...]}}, not {_kind(body)}')
+        return Verdict([], 400, f'the body must be a JSON object {{"events": [...]}}, not {json_type(body)}')
     extra = sorted(set(body) - {"events"})
     if extra:
         return Verdict([], 400, f"the body has unknown field(s) {', '.join(map(repr, extra))}: only 'events' is allowed")
     events = body.get("events")
     if not isinstance(events, list):
-        return Verdict([], 400, f"'events' is required and must be an array of events, not {_kind(events)}")
+        return Verdict([], 400, f"'events' is required and must be an array of events, not {json_type(events)}")
     if account.max_events is not None and len(events) > account.max_events:
         return Verdict([], 413, f"the request carries {len(events)} events; at most {account.max_events} are accepted in one request")
     return None
@@ -164,7 +158,7 @@ def check_ingest(body: Any, account: Account, now: datetime) -> Verdict:
 def event_errors(event: Any, account: Account, earliest: datetime, latest: datetime) -> list[str]:
     """Why one event is invalid (empty when it is valid), in words that name the field and the value."""
     if not isinstance(event, dict):
-        return [f"each event must be a JSON object, not {_kind(event)}"]
+        return [f"each event must be a JSON object, not {json_type(event)}"]
     found = [f"unknown field {name!r}: an event has only {', '.join(sorted(_EVENT_KEYS))}"
              for name in sorted(set(event) - _EVENT_KEYS)]
     for name in _REQUIRED:
@@ -173,7 +167,7 @@ def event_errors(event: Any, account: Account, earliest: datetime, latest: datet
     for name in ("event_name", "idempotency_key"):
         value = event.get(name)
         if name in event and (not isinstance(value, str) or not value):
-            found.append(f"field {name!r} must be a non-empty string, not {_kind(value) if value != '' else 'an empty string'}")
+            found.append(f"field {name!r} must be a non-empty string, not {json_type(value) if value != '' else 'an empty string'}")
     if "timestamp" in event:
         found.extend(_timestamp_errors(event["timestamp"], earliest, latest))
     if "properties" in event:
@@ -199,11 +193,11 @@ def _timestamp_errors(value: Any, earliest: datetime, latest: datetime) -> list[
 
 def _property_errors(properties: Any) -> list[str]:
     if not isinstance(properties, dict):
-        return [f"field 'properties' must be an object ({{}} when there are none), not {_kind(properties)}"]
+        return [f"field 'properties' must be an object ({{}} when there are none), not {json_type(properties)}"]
     # null is refused too (unverified): the spec types the values as number, boolean or string
-    return [f"property {key!r} is {_kind(value)}: property values must be numbers, booleans or strings "
+    return [f"property {key!r} is {json_type(value)}: property values must be numbers, booleans or strings "
             "(nested objects and arrays are not allowed)"
-            for key, value in properties.items() if _kind(value) not in ("number", "boolean", "string")]
+            for key, value in properties.items() if json_type(value) not in ("number", "boolean", "string")]
 
 
 def _customer_errors(event: dict[str, Any], account: Account) -> list[str]:
@@ -212,7 +206,7 @@ def _customer_errors(event: dict[str, Any], account: Account) -> list[str]:
         return [f"exactly one of 'customer_id' and 'external_customer_id' must be given, not {len(given)}"]
     value = event[given[0]]
     if not isinstance(value, str) or not value:
-        return [f"field {given[0]!r} must be a non-empty string, not {_kind(value)}"]
+        return [f"field {given[0]!r} must be a non-empty string, not {json_type(value)}"]
     if given[0] == "customer_id" and value not in account.customers:
         return [f"customer_id {value!r} names no customer of this account (use external_customer_id for your own ids)"]
     return []
@@ -249,7 +243,7 @@ class Search:
 def check_search(body: Any, now: datetime) -> Search | str:
     """The search a ``POST /v1/events/search`` body asks for, or what is wrong with it."""
     if not isinstance(body, dict):
-        return f'the body must be a JSON object {{"event_ids": [...]}}, not {_kind(body)}'
+        return f'the body must be a JSON object {{"event_ids": [...]}}, not {json_type(body)}'
     extra = sorted(set(body) - {"event_ids", "timeframe_start", "timeframe_end"})
     if extra:
         return f"the body has unknown field(s) {', '.join(map(repr, extra))}"

@@ -19,7 +19,9 @@ from engine.tools.emulator.wire import (
     Route,
     decompress,
     json_answer,
+    json_type,
     mask,
+    matched_instant,
 )
 
 __all__ = [
@@ -39,8 +41,10 @@ __all__ = [
     "checked_fault_names",
     "decompress",
     "json_answer",
+    "json_type",
     "main_for",
     "mask",
+    "matched_instant",
     "parser_for",
     "utc_now",
 ]

@@ -50,12 +50,16 @@ class Emulator:
 
     slug: ClassVar[str] = "emulator"
     name: ClassVar[str] = "the platform"
-    """The platform's name in messages ("<your {name} API token>") and the command line's help."""
+    """The platform's name in messages ("<your {name} {credential}>") and the command line's help."""
     default_port: ClassVar[int] = 8089
     rate_burst: ClassVar[int] = 100
     """The rate limit's bucket holds at least this many items: one full batch always fits."""
     secret_headers: ClassVar[frozenset[str]] = frozenset({"authorization"})
     """Lower-case header names masked in the request log."""
+    credential: ClassVar[str] = "API token"
+    """What the platform calls the Bearer credential, in messages ("<your {name} {credential}>")."""
+    unknown_status: ClassVar[int] = 403
+    """The answer to a well-formed credential that is not one of ``tokens`` (some platforms answer 401)."""
 
     def __init__(
         self,
@@ -94,16 +98,18 @@ class Emulator:
         return json_answer(status, {"message": text}, *headers)
 
     def authenticate(self, call: Call) -> Answer | None:
-        """None when the credential is valid; 401 when missing or malformed, 403 when unknown (Bearer tokens)."""
+        """None when the Bearer credential is valid; 401 when missing or malformed, ``unknown_status`` when unknown."""
         header = call.headers.get("authorization")
+        expected = f"Bearer <your {self.name} {self.credential}>"
         if header is None:
-            return self.error(401, f"missing Authorization header: send 'Authorization: Bearer <your {self.name} API token>'")
+            return self.error(401, f"missing Authorization header: send 'Authorization: {expected}'")
         m = BEARER.match(header)
         if m is None:
-            return self.error(401, f"malformed Authorization header {mask(header)!r}: "
-                                   f"expected 'Bearer <your {self.name} API token>'")
+            return self.error(401, f"malformed Authorization header {mask(header)!r}: expected '{expected}'")
         if m.group(1) not in self.tokens:
-            return self.error(403, f"the API token {mask(m.group(1))} is not valid: check the token and its environment")
+            noun = self.credential.split()[-1]
+            return self.error(self.unknown_status, f"the {self.credential} {mask(m.group(1))} is not valid: "
+                                                   f"check the {noun} and its environment")
         return None
 
     def fault_answer(self, fault: str) -> Answer:

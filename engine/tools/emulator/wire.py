@@ -10,9 +10,12 @@ import gzip
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any, Callable, Final, Iterable, Iterator, Mapping
 from urllib.parse import parse_qsl
+
+from engine.errors import mask as masked
 
 _CREDENTIAL: Final = re.compile(r"([A-Za-z][A-Za-z0-9_-]*) +(\S+) *\Z")
 BEARER: Final = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(\S+) *\Z")
@@ -173,10 +176,10 @@ class RecordedRequest:
 
 
 def mask(value: str) -> str:
-    """A credential as it may be shown: the scheme and at most the last 4 characters (none of a short one)."""
+    """A credential as it may be shown: the scheme, the mask, at most the last 4 characters (none of a short one)."""
     m = _CREDENTIAL.match(value)
     scheme, secret = (m.group(1) + " ", m.group(2)) if m else ("", value.strip())
-    return scheme + ("***" + secret[-4:] if len(secret) >= 8 else "***")
+    return scheme + masked(secret, shown=4)
 
 
 def decompress(raw: bytes, encoding: str) -> bytes:
@@ -190,3 +193,40 @@ def decompress(raw: bytes, encoding: str) -> bytes:
     if encoding not in ("", "identity"):
         raise Problem(f"unsupported Content-Encoding {encoding!r}: send the body plain or gzip-compressed")
     return raw
+
+
+def json_type(value: Any, *, integer: str = "number") -> str:
+    """A parsed JSON value's type as JSON names it (null, boolean, number, string, array, object) for an error message.
+
+    ``integer`` is what an int is called: "number" as JSON says it, "integer" where the
+    platform's validator (JSON Schema) tells them apart. Any other Python type is named as Python names it.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return integer
+    return {float: "number", str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def matched_instant(m: re.Match[str]) -> datetime | None:
+    """The instant a date-time pattern matched, or None when a field is out of range (an offset's minutes over 59 too).
+
+    The pattern's groups, by number: 1 to 6 the year, month, day, hour, minute and second;
+    7 the fraction's digits (optional; microseconds are kept, the rest dropped); 8 the
+    offset's sign (none: UTC), 9 and 10 its hours and minutes.
+    """
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    micro = int((m.group(7) or "")[:6].ljust(6, "0"))
+    offset = timedelta(0)
+    if m.group(8):
+        if int(m.group(10)) > 59:
+            return None
+        offset = timedelta(hours=int(m.group(9)), minutes=int(m.group(10)))
+        if m.group(8) == "-":
+            offset = -offset
+    try:
+        return datetime(year, month, day, hour, minute, second, micro, tzinfo=timezone(offset))
+    except ValueError:
+        return None
