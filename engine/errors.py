@@ -9,6 +9,10 @@ offset), and the loader that read the file fills in file, line and column.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, NoReturn, Sequence
+
+MASK = "********"
+"""How a secret is shown wherever output leaves the process: always eight asterisks, whatever its length."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,41 @@ class ConfigError(ActionmapError):
 
 
 class ConfigErrors(ConfigError):
-    """Several configuration errors found in one pass, reported together."""
+    """Several configuration errors found in one pass, reported together (nested ones flattened)."""
 
-    def __init__(self, errors: list[ConfigError]) -> None:
-        super().__init__("\n".join(str(e) for e in errors))
-        self.errors = errors
+    errors: list[ConfigError]
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        flat = [one for error in errors for one in (error.errors if isinstance(error, ConfigErrors) else [error])]
+        super().__init__("\n".join(str(e) for e in flat))
+        self.errors = flat
+
+
+def raise_all(errors: Sequence[ConfigError]) -> None:
+    """Raise nothing, the one error, or every error together: so no problem of a file hides another."""
+    if errors:
+        raise_any(errors)
+
+
+def raise_any(errors: Sequence[ConfigError]) -> NoReturn:
+    """Raise the one error, or all of them as :class:`ConfigErrors` (``errors`` must not be empty)."""
+    flat = ConfigErrors(errors).errors
+    raise flat[0] if len(flat) == 1 else ConfigErrors(flat)
+
+
+def mask(secret: str, shown: int = 0) -> str:
+    """A secret as output may show it: :data:`MASK`, then at most its last ``shown`` characters (to tell two apart).
+
+    The tail is shown only of a secret at least twice as long, so most of it stays hidden.
+    """
+    return MASK + (secret[-shown:] if shown and len(secret) >= 2 * shown else "")
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret replaced by :data:`MASK`; the longer first (one may hold another)."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 class MappingFailure(ActionmapError):

@@ -105,7 +105,7 @@ def test_the_refused_token_is_masked_in_the_message_and_the_request_log(start: S
     assert "secret-guess" not in response.text and "9876" in response.text
     ingest(emulator, [event()])
     logged = [r.headers["authorization"] for r in emulator.requests]
-    assert logged == ["Bearer ***9876", f"Bearer ***{TOKEN[-4:]}"]
+    assert logged == ["Bearer ********9876", f"Bearer ********{TOKEN[-4:]}"]
     assert TOKEN not in json.dumps(emulator.state())
 
 

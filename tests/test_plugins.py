@@ -10,6 +10,7 @@ import zipfile
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from engine.config.definitions import Catalog, load_destination, load_emulator, plugin_folders
@@ -72,7 +73,6 @@ def _copy_plugin(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "file, edit, fragment",
     [
-        ("destination.yaml", ("slug: metronome", "slug: metronom"), 'does not match the plugin\'s name'),
         ("destination.yaml", ("actions: [send_event]", "actions: [send_event, refund]"), "refund is declared"),
         ("destination.yaml", ("Bearer {{settings.api_token}}", "Bearer {{settings.token}}"), "settings.token is not declared"),
         ("destination.yaml", ("Bearer {{settings.api_token}}", "Bearer {{ traits.token }}"), "traits.token is not a setting"),
@@ -96,6 +96,30 @@ def test_a_broken_plugin_is_a_located_error(cli, tmp_path: Path, file: str, edit
     assert fragment in str(error)
     run = cli("validate", str(folder))
     assert run.code == 1 and run.err.startswith(f"{path}:{error.location.line}:")
+
+
+def test_a_folder_has_the_slug_it_declares_and_an_installed_name_must_be_the_slug(cli, tmp_path: Path) -> None:
+    folder = _copy_plugin(tmp_path)  # a folder named metronome that declares another slug
+    path = folder / "destination.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("slug: metronome", "slug: metronom"), encoding="utf-8")
+    run = cli("validate", str(folder))
+    assert run.code == 0 and "ok (destination metronom, actions: send_event)" in run.out, run.err
+    with pytest.raises(ConfigError) as caught:
+        load_destination(folder, "metronome", "entry point metronome = destinations.metronome of actionmap")
+    line = text[: text.index("slug: metronome")].count("\n") + 1
+    assert str(caught.value).startswith(
+        f'{path}:{line}:7: slug "metronom" does not match the name "metronome" the plugin is installed as '
+        "(entry point metronome = destinations.metronome of actionmap): name its entry point in actionmap.destinations by the slug")
+
+
+def test_the_packaged_fixture_passes_validate_and_test_uninstalled(cli) -> None:
+    """The package folder is actionmap_acme, its slug acme: as the guide lays a plugin out."""
+    folder = FIXTURE / "actionmap_acme"
+    run = cli("validate", str(folder))
+    assert run.code == 0 and run.out == f"{folder}: ok (destination acme, actions: ping)\n", run.err
+    run = cli("test", str(folder))
+    assert run.code == 0 and run.out.endswith("1 passed, 0 failed\n"), run.out
 
 
 @pytest.mark.parametrize(
@@ -147,6 +171,44 @@ def test_an_installed_plugin_is_found_through_its_entry_point(acme_site: Path) -
     assert docs.returncode == 0 and "# Acme Analytics" in docs.stdout
 
 
+def test_an_installed_plugin_works_by_its_slug_and_its_folder(acme_site: Path, tmp_path: Path) -> None:
+    mapping = tmp_path / "acme.yaml"
+    mapping.write_text("destination: acme\nsettings: {endpoint: https://pings.acme.example}\n"
+                       "subscriptions: [{name: Pings, action: ping}]\n")
+    for args in (("validate", str(mapping)), ("test", str(acme_site / "actionmap_acme")), ("validate", str(acme_site / "actionmap_acme"))):
+        run = _actionmap(acme_site, *args)
+        assert run.returncode == 0, (args, run.stdout, run.stderr)
+    paths = orjson.loads(_actionmap(acme_site, "paths", "--json").stdout)
+    assert paths["plugins"]["acme"] == str(acme_site / "actionmap_acme")
+
+
+def test_an_entry_point_not_named_by_the_slug_is_an_error_naming_both(tmp_path: Path) -> None:
+    package = tmp_path / "package"
+    shutil.copytree(FIXTURE, package)
+    pyproject = package / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('acme = "actionmap_acme"', 'acme_pings = "actionmap_acme"'))
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site),
+                    str(package)], check=True, capture_output=True)
+    run = _actionmap(site, "destinations")
+    assert run.returncode == 1
+    assert 'slug "acme" does not match the name "acme_pings" the plugin is installed as (entry point acme_pings = ' in run.stderr
+    assert f"{site / 'actionmap_acme' / 'destination.yaml'}:2:7: " in run.stderr
+
+
+def test_paths_names_each_shipped_folder_and_plugin(cli) -> None:
+    text = cli("paths")
+    assert text.code == 0
+    lines = dict(line.split(": ", 1) for line in text.out.splitlines())
+    as_json = orjson.loads(cli("paths", "--json").out)
+    assert {name: lines[name] for name in ("mappings", "examples", "schemas", "docs")} == {
+        name: str(REPO / name) for name in ("mappings", "examples", "schemas", "docs")} == {
+        name: as_json[name] for name in ("mappings", "examples", "schemas", "docs")}
+    assert lines["plugin metronome"] == as_json["plugins"]["metronome"] == str(REPO / "destinations" / "metronome")
+    assert set(as_json["plugins"]) == {name.removeprefix("plugin ") for name in lines if name.startswith("plugin ")}
+    assert (Path(lines["mappings"]) / "metronome.yaml").is_file()
+
+
 def test_a_plugin_that_cannot_be_imported_is_an_error_not_a_skip(acme_site: Path, tmp_path: Path) -> None:
     broken = tmp_path / "site"
     shutil.copytree(acme_site, broken)
@@ -180,6 +242,12 @@ def test_a_built_wheel_carries_plugins_schemas_and_mappings(tmp_path: Path) -> N
         env=env, capture_output=True, text=True, cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
+    paths = subprocess.run([sys.executable, "-m", "engine.cli", "paths", "--json"], env=env, capture_output=True, text=True,
+                           cwd=tmp_path, check=True).stdout
+    shipped = orjson.loads(paths)
+    assert {name: shipped[name] for name in ("mappings", "examples", "schemas", "docs")} == {
+        name: str(site / "engine" / "_data" / name) for name in ("mappings", "examples", "schemas", "docs")}
+    assert (Path(shipped["mappings"]) / "metronome.yaml").is_file()
 
 
 def test_the_readme_key_reference_is_generated_from_the_schemas() -> None:

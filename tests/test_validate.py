@@ -96,3 +96,106 @@ def test_loopback_http_is_allowed(cli, tmp_path: Path) -> None:
 def test_a_missing_events_file_is_one_line_not_a_traceback(cli, tmp_path: Path) -> None:
     run = cli("preview", "-m", str(REPO / "mappings" / "metronome.yaml"), str(tmp_path / "absent.ndjson"))
     assert run.code == 1 and run.err.strip() == f"actionmap: No such file or directory: {tmp_path / 'absent.ndjson'}"
+
+
+MANY_MISTAKES = """destination: metronome
+settings:
+  api_token: ${METRONOME_TOKEN_UNSET_IN_TESTS}
+  base_url: http://api.metronome.example
+  api_tokn: tok-SECRET-VALUE
+write_keys: ["${INTAKE_KEY_UNSET_IN_TESTS}"]
+subscriptions:
+  - name: Usage events
+    action: send_event
+    trigger: type = "track" and and event = "x"
+    batch_size: 500
+    mapping:
+      customer: $.userId
+      event_type: $.event[
+  - name: Usage events
+    action: send_events
+  - name: Typo
+    action: send_event
+    batch_sise: 5
+tests:
+  - name: t
+    event: {type: track}
+    expect:
+      - subscription: Nobody
+        status: filtered
+"""
+"""One file, twelve mistakes of every kind: the structure's, the environment's, the settings', the expressions', the names'."""
+
+EVERY_MISTAKE = [  # (marker where the error must point, a fragment of its message), in file order
+    ("${METRONOME_TOKEN", "the environment variable METRONOME_TOKEN_UNSET_IN_TESTS is not set"),
+    ("http://api", "plain http:// is only allowed to a loopback host"),
+    ("api_tokn", 'unknown setting "api_tokn"'),
+    ("${INTAKE_KEY", "the environment variable INTAKE_KEY_UNSET_IN_TESTS is not set (needed by write_keys[0])"),
+    ('and event = "x"', 'found "and"'),
+    ("500", "batch_size 500 is over send_event's limit of 100"),
+    ("customer:", 'unknown field "customer"'),
+    ("\n  - name: Usage events\n    action: send_events", "invalid JSONPath '$.event['"),  # at the end of the text, where "]" is missing
+    ("Usage events\n    action: send_events", 'two subscriptions are named "Usage events"'),
+    ("send_events", 'unknown action "send_events"'),
+    ("batch_sise", 'unknown key "batch_sise"; did you mean "batch_size"?'),
+    ("Nobody", 'no subscription is named "Nobody"'),
+]
+
+
+def test_every_error_of_a_file_is_reported_at_once_each_located(cli, tmp_path: Path) -> None:
+    """An unset ${VAR} hides nothing, nor does a structure error: each error of the file is its own FILE:LINE:COL line."""
+    path = tmp_path / "many.yaml"
+    path.write_text(MANY_MISTAKES, encoding="utf-8")
+    run = cli("validate", str(path))
+    assert run.code == 1 and run.out == ""
+    lines = run.err.strip().splitlines()
+    assert len(lines) == len(EVERY_MISTAKE), run.err
+    for line, (marker, fragment) in zip(lines, EVERY_MISTAKE):
+        row, column = _position(MANY_MISTAKES, marker)
+        assert line.startswith(f"{path}:{row}:{column}: ") and fragment in line, (line, row, column, fragment)
+    assert "tok-SECRET-VALUE" not in run.err
+
+
+def test_errors_of_several_files_are_all_reported_in_one_run(cli, tmp_path: Path) -> None:
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(MANY_MISTAKES, encoding="utf-8")
+    second.write_text(DEFAULT.replace("action: send_event", "action: send_events").replace("subscriptions:", "subscriptons:"))
+    run = cli("validate", str(first), str(second))
+    assert run.code == 1
+    assert run.err.count(f"{first}:") == len(EVERY_MISTAKE) and run.err.count(f"{second}:") == 1
+    assert 'unknown key "subscriptons"' in run.err, "the structure's error of the second file, and nothing it would cause"
+
+
+NO_ENV = DEFAULT.replace("subscriptions:", 'write_keys: ["${INTAKE_KEY}", "prefix-${INTAKE_KEY_2}"]\nsubscriptions:')
+
+
+def test_no_env_checks_a_file_without_its_secrets_and_lists_each_reference(cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("METRONOME_API_TOKEN")
+    path = tmp_path / "m.yaml"
+    path.write_text(NO_ENV, encoding="utf-8")
+    assert cli("validate", str(path)).code == 1, "without --no-env an unset variable is an error"
+    run = cli("validate", "--no-env", str(path))
+    assert run.code == 0 and run.err == "", run.err
+    token, key, key2 = (_position(NO_ENV, marker) for marker in ("${METRONOME_API_TOKEN}", "${INTAKE_KEY}", "${INTAKE_KEY_2}"))
+    assert run.out.splitlines() == [
+        f"{path}: ok (1 subscriptions to metronome, 6 tests)",
+        f"{path}:{token[0]}:{token[1]}: ${{METRONOME_API_TOKEN}} for settings.api_token: not read (--no-env)",
+        f"{path}:{key[0]}:{key[1]}: ${{INTAKE_KEY}} for write_keys[0]: not read (--no-env)",
+        f"{path}:{key2[0]}:{key2[1]}: ${{INTAKE_KEY_2}} for write_keys[1]: not read (--no-env)",
+    ]
+
+
+def test_no_env_reads_nothing_even_when_set_and_still_reports_every_other_error(cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("METRONOME_API_TOKEN", "tok-SECRET-VALUE")
+    monkeypatch.setenv("INTAKE_KEY", "")  # read, an empty write key is an error; not read, it is only a reference
+    monkeypatch.setenv("INTAKE_KEY_2", "x")
+    path = tmp_path / "m.yaml"
+    path.write_text(NO_ENV, encoding="utf-8")
+    assert "write_keys[0] is empty once the environment is read" in cli("validate", str(path)).err
+    run = cli("validate", "--no-env", str(path))
+    assert run.code == 0 and "tok-SECRET-VALUE" not in run.out + run.err
+    path.write_text(MANY_MISTAKES, encoding="utf-8")
+    run = cli("validate", "--no-env", str(path))
+    assert run.code == 1
+    lines = run.err.strip().splitlines()
+    assert len(lines) == len(EVERY_MISTAKE) - 2 and "environment variable" not in run.err, run.err

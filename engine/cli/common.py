@@ -1,11 +1,15 @@
-"""What the commands share: exit statuses, how errors are printed, and the options of delivering commands."""
+"""What the commands share: exit statuses, how errors are printed, the options of delivering commands, and how
+plugin folders (``--plugins DIR``, a ``SLUG`` argument that is a folder) reach the catalog."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
+from engine.config.connections import MappingPaths
+from engine.config.definitions import Catalog, Destination
 from engine.delivery import RetryPolicy
 from engine.errors import ConfigError, ConfigErrors
 
@@ -29,8 +33,46 @@ def mapping_options(p: argparse.ArgumentParser) -> None:
 
 
 def connections_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--mapping", required=True, action="append", metavar="MAPPING",
+    """``-m MAPPING`` (repeatable) and ``--plugins DIR``: ``args.mapping`` is a MappingPaths carrying the folders to the loader."""
+    p.add_argument("-m", "--mapping", required=True, action=_Carried, metavar="MAPPING",
                    help="a mapping file: one connection (repeat for several destinations)")
+    plugins_option(p, action=_Carried)
+
+
+PLUGINS_HELP = ("a plugin folder, or a folder of plugin folders, to use as if installed (repeatable); "
+                "mapping files name each by the slug its destination.yaml declares")
+
+
+def plugins_option(p: argparse.ArgumentParser, action: type[argparse.Action] | str = "append") -> None:
+    p.add_argument("--plugins", action=action, default=[], metavar="DIR", help=PLUGINS_HELP)
+
+
+class _Carried(argparse.Action):
+    """``-m`` and ``--plugins`` kept on one :class:`MappingPaths`, so the loader given ``args.mapping`` has the folders too."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: str | Sequence[Any] | None,
+                 option_string: str | None = None) -> None:
+        paths = getattr(namespace, "mapping", None)
+        if not isinstance(paths, MappingPaths):
+            paths = MappingPaths(paths or ())
+            namespace.mapping = paths
+        if self.dest == "plugins":
+            paths.plugins.append(str(values))
+            namespace.plugins = [*getattr(namespace, "plugins", []), str(values)]  # never the shared default list
+        else:
+            paths.append(str(values))
+
+
+def catalog_of(args: argparse.Namespace) -> Catalog:
+    """The installed plugins and the ``--plugins`` folders of this command line."""
+    return Catalog(getattr(args, "plugins", []))
+
+
+def destination_of(reference: str, catalog: Catalog) -> Destination:
+    """A SLUG-or-DIR argument: a plugin folder when it holds destination.yaml or is written as a path, else a slug."""
+    if (Path(reference) / "destination.yaml").is_file():
+        return catalog.add_folder(Path(reference))
+    return catalog.resolve(reference)
 
 
 def positive(text: str) -> float:

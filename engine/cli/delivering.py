@@ -31,7 +31,7 @@ def _sender(args: argparse.Namespace, mapping: MappingFile, stop: threading.Even
 
 
 def _deliver(args: argparse.Namespace, feed: Feed | None = None, items: Iterable[Item] | None = None,
-             linger: float | None = None) -> int:
+             linger: float | None = None, progress: Progress | None = None) -> int:
     """The shared body of send and replay: every connection's lane maps, batches, delivers and dead-letters; one summary."""
     mappings = load_connections(args.mapping, overrides=parse_overrides(args.set))
     secrets = Secrets(mappings)
@@ -41,7 +41,7 @@ def _deliver(args: argparse.Namespace, feed: Feed | None = None, items: Iterable
     try:
         with DeadLetterFile(args.dead_letter, secrets) as dead:
             batchers = [Batcher(m, sender, dry_run=dry_run) for m, sender in zip(mappings, senders)]
-            summary = deliver(batchers, dead, feed=feed, items=items, linger=linger, progress=Progress(), stop=stop)
+            summary = deliver(batchers, dead, feed=feed, items=items, linger=linger, progress=progress or _progress(args), stop=stop)
     finally:
         for sender in senders:
             sender.close()
@@ -61,6 +61,11 @@ def _deliver(args: argparse.Namespace, feed: Feed | None = None, items: Iterable
     return EXIT_SOME_BAD if summary.invalid or summary.dead_lettered else EXIT_OK
 
 
+def _progress(args: argparse.Namespace) -> Progress:
+    """The progress display on stderr; none in a dry run whose requests are printed on the same terminal (they would tangle)."""
+    return Progress(wanted=not (args.dry_run and sys.stdout.isatty()))
+
+
 STDIN_LINGER = 1.0
 """Seconds of quiet on stdin after which open batches are sent (a file is read to its end)."""
 
@@ -73,12 +78,14 @@ def cmd_send(args: argparse.Namespace) -> int:
         with open_input(args.events) as stream:
             return _deliver(args, items=read_events(stream), linger=STDIN_LINGER)
 
+    progress = _progress(args)
+
     @contextmanager
-    def reading() -> Iterator[Iterable[Item]]:  # a file is read by every connection for itself
-        with open_input(args.events) as stream:
+    def reading() -> Iterator[Iterable[Item]]:  # a file is read by every connection for itself; how far, the bar shows
+        with open_input(args.events) as stream, progress.reading(stream):
             yield read_events(stream)
 
-    return _deliver(args, feed=reading)
+    return _deliver(args, feed=reading, progress=progress)
 
 
 def _replayed(path: str) -> Iterator[Item]:

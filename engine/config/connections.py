@@ -9,14 +9,14 @@ destination has it; ``--set CONNECTION:NAME=VALUE`` of one connection only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
 
 from engine.config.definitions import Catalog
-from engine.config.mappingfile import MASK, MappingFile, connection_name, load_mapping_document
-from engine.config.yamlsource import load_file
-from engine.errors import ConfigError, ConfigErrors
+from engine.config.mappingfile import MappingFile, connection_name, load_mapping_document
+from engine.config.yamlsource import Document, load_file
+from engine.errors import ConfigError, raise_all, redact
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[tuple[str | None, str], Any]:
@@ -34,16 +34,29 @@ def parse_overrides(pairs: Sequence[str]) -> dict[tuple[str | None, str], Any]:
     return out
 
 
+class MappingPaths(list[str]):
+    """The ``-m`` files of a command line, carrying its ``--plugins`` folders: whatever loads the files gets both."""
+
+    def __init__(self, paths: Iterable[str] = ()) -> None:
+        super().__init__(paths)
+        self.plugins: list[str] = []
+
+
 def load_connections(
     paths: Sequence[str | Path],
     *,
     overrides: Mapping[tuple[str | None, str], Any] | None = None,
     require_env: bool = True,
     env: Mapping[str, str] | None = None,
+    plugins: Sequence[str | Path] | None = None,
 ) -> list[MappingFile]:
-    """Load every mapping file of a deployment; every error of every file is reported, then names are checked unique."""
+    """Load every mapping file of a deployment; every error of every file is reported, then names are checked unique.
+
+    ``plugins`` are plugin folders (or folders of them) added to the installed ones;
+    by default those a :class:`MappingPaths` carries (``--plugins``).
+    """
     overrides = overrides or {}
-    catalog = Catalog()
+    catalog = Catalog(plugins if plugins is not None else getattr(paths, "plugins", ()))
     loaded: list[MappingFile] = []
     errors: list[ConfigError] = []
     used: set[tuple[str | None, str]] = set()
@@ -51,17 +64,15 @@ def load_connections(
         try:
             doc = load_file(path)
             name = connection_name(doc)
-            known = _settings_of(catalog, doc.data)
+            known = _settings_of(catalog, doc)
             mine = {}
             for (target, setting), value in overrides.items():
                 if target == name or (target is None and (setting in known or len(paths) == 1)):
                     mine[setting] = value
                     used.add((target, setting))
             loaded.append(load_mapping_document(doc, env, catalog, require_env, mine))
-        except ConfigErrors as many:
-            errors.extend(many.errors)
-        except ConfigError as one:
-            errors.append(one)
+        except ConfigError as error:
+            errors.append(error)
     for target, setting in overrides:
         if (target, setting) not in used and not errors:
             where = f"connection {target!r}" if target is not None else "any connection's destination"
@@ -75,16 +86,15 @@ def load_connections(
             errors.append(mapping.document.place(ConfigError(
                 f'two connections are named "{mapping.name}" (also {first.path}): give one a different top-level name: key',
                 "/name" if "name" in mapping.document.data else "")))
-    if errors:
-        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+    raise_all(errors)
     return loaded
 
 
-def _settings_of(catalog: Catalog, data: Any) -> frozenset[str]:
+def _settings_of(catalog: Catalog, doc: Document) -> frozenset[str]:
     """The setting names of the file's destination; none when it names no known one (its load reports that)."""
     try:
-        return frozenset(catalog.get(data["destination"]).settings)
-    except (ConfigError, KeyError, TypeError):
+        return frozenset(catalog.resolve(doc.data["destination"], Path(doc.file).parent).settings)
+    except (ConfigError, KeyError, TypeError, AttributeError):
         return frozenset()
 
 
@@ -92,10 +102,7 @@ class Secrets:
     """Every secret of a deployment (each connection's secret settings and write keys), masked wherever output leaves."""
 
     def __init__(self, mappings: Sequence[MappingFile]) -> None:
-        found = {value for m in mappings for value in (*m.settings.secrets, *m.write_keys) if value}
-        self._values = sorted(found, key=len, reverse=True)  # a longer secret first: it may contain a shorter one
+        self._values = [value for m in mappings for value in (*m.settings.secrets, *m.write_keys)]
 
     def redact(self, text: str) -> str:
-        for secret in self._values:
-            text = text.replace(secret, MASK)
-        return text
+        return redact(text, self._values)

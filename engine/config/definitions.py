@@ -1,10 +1,12 @@
 """Loading destination plugins: discovery, schema checks, and compiling their defaults.
 
 A plugin is a folder holding ``destination.yaml`` and ``actions/<slug>.yaml``. Every
-plugin, the built-in ones included, is found the same way: an installed distribution
-declares an entry point in the ``actionmap.destinations`` group that names the plugin's
-package, whose folder holds the YAML (this distribution's own are "built-in"); the
-engine imports no plugin by name. A plugin
+installed plugin, the built-in ones included, is found the same way: a distribution
+declares an entry point in the ``actionmap.destinations`` group, named by the plugin's
+slug, that names the plugin's package, whose folder holds the YAML (this distribution's
+own are "built-in"); the engine imports no plugin by name. A plugin folder that is not
+installed is used by its path (``validate DIR``, ``destination: ./DIR``, ``--plugins DIR``);
+its slug is what its ``destination.yaml`` says, whatever the folder is called. A plugin
 that fails to load is an error naming file, line and column: never skipped.
 """
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterable
 
 from engine.config import schemas
 from engine.config.http import (Hook, RateLimitHeader, Request, Session, compile_rate_limit, compile_request, compile_session,
@@ -172,17 +174,22 @@ def load_action(path: Path, slug: str, settings: dict[str, Setting], hooks: Modu
     )
 
 
-def load_destination(folder: Path, expected_slug: str, origin: str = "built-in") -> Destination:
-    """Read, check and compile one plugin folder."""
+def load_destination(folder: Path, expected_slug: str | None = None, origin: str | None = None) -> Destination:
+    """Read, check and compile one plugin folder.
+
+    ``expected_slug`` is the name the plugin is installed as (its entry point's): mapping
+    files name it so, so its ``destination.yaml`` must say the same slug. A folder used by
+    its path (``expected_slug`` None) has the slug it declares, whatever the folder is called.
+    """
+    origin = origin or ("built-in" if expected_slug else f"folder {folder}")
     doc = load_file(folder / "destination.yaml")
     schemas.check(doc, "destination")
     data = doc.data
-    if data["slug"] != expected_slug:
-        raise doc.place(
-            ConfigError(
-                f'slug "{data["slug"]}" does not match the plugin\'s name "{expected_slug}" ({origin})', "/slug"
-            )
-        )
+    if expected_slug is not None and data["slug"] != expected_slug:
+        raise doc.place(ConfigError(
+            f'slug "{data["slug"]}" does not match the name "{expected_slug}" the plugin is installed as ({origin}): '
+            f'name its entry point in {ENTRY_POINT_GROUP} by the slug, as mapping files name it '
+            f'({data["slug"]} = "<package>"), or change the slug', "/slug"))
     settings = {
         name: Setting(
             name=name, type=decl["type"], label=decl["label"], description=decl["description"],
@@ -212,7 +219,7 @@ def load_destination(folder: Path, expected_slug: str, origin: str = "built-in")
     hooks = None
     if "hooks" in data:
         try:
-            hooks = importlib.import_module(data["hooks"])
+            hooks = _import_hooks(data["hooks"], folder)
         except Exception as exc:  # any import failure of plugin code is the plugin's error, reported with its place
             raise doc.place(ConfigError(f"cannot import the hooks module {data['hooks']}: {type(exc).__name__}: {exc}", "/hooks")) from None
     actions: dict[str, Action] = {}
@@ -249,6 +256,35 @@ def load_destination(folder: Path, expected_slug: str, origin: str = "built-in")
     )
 
 
+def _import_hooks(name: str, folder: Path) -> ModuleType:
+    """The hooks module: as installed, or else from the plugin folder itself, so an uninstalled folder's hooks work.
+
+    In a folder, ``hooks: <folder name>.hooks`` (``destinations.webhook.hooks`` for
+    ``destinations/webhook``) is ``hooks.py`` beside ``destination.yaml``; the folders
+    the name's packages stand for must be the folder and its parents.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as missing:
+        root = _package_root(name, folder.resolve())
+        if root is None or not missing.name or not name.startswith(missing.name):
+            raise
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(root))
+
+
+def _package_root(name: str, folder: Path) -> Path | None:
+    """The folder to import ``name`` from when its packages are ``folder`` and its parents; None when they are not."""
+    packages = name.split(".")[:-1]
+    names = [folder.name, *(parent.name for parent in folder.parents)][: len(packages)]
+    if not packages or names[::-1] != packages:
+        return None
+    return folder.parents[len(packages) - 1]
+
+
 def _folder_of(loaded: Any, name: str) -> Path:
     file = getattr(loaded, "__file__", None)
     if isinstance(loaded, ModuleType) and file:
@@ -278,21 +314,59 @@ def plugin_folders() -> dict[str, tuple[Path, str]]:
     return found
 
 
-class Catalog:
-    """The installed plugins, each loaded (and checked) on first use."""
+def is_folder_reference(name: str) -> bool:
+    """Whether a mapping file's ``destination:`` is a plugin folder's path (``./hookbin``) rather than a slug."""
+    return name.startswith((".", "~", "/")) or "/" in name or "\\" in name
 
-    def __init__(self) -> None:
+
+def plugin_folders_in(path: Path) -> list[Path]:
+    """The plugin folders of ``--plugins DIR``: DIR itself when it holds destination.yaml, else each folder in it that does."""
+    if (path / "destination.yaml").is_file():
+        return [path]
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise ConfigError(f"--plugins {path}: {what}; give a plugin folder (one holding destination.yaml) or a folder of them")
+    found = sorted(child for child in path.iterdir() if (child / "destination.yaml").is_file())
+    if not found:
+        raise ConfigError(f"--plugins {path}: no plugin folder here (a plugin folder holds destination.yaml) nor in its folders")
+    return found
+
+
+class Catalog:
+    """The plugins a command can use: the installed ones (each loaded on first use) and the plugin folders it is given.
+
+    A folder given (``--plugins``, ``validate DIR``) is known by the slug it declares and
+    shadows an installed plugin of that slug; a folder a mapping file names by its path
+    serves that file only.
+    """
+
+    def __init__(self, plugins: Iterable[str | Path] = ()) -> None:
         self._folders = plugin_folders()
         self._loaded: dict[str, Destination] = {}
+        self._paths: dict[Path, Destination] = {}
+        given: dict[str, Path] = {}
+        for path in plugins:
+            for folder in plugin_folders_in(Path(path)):
+                slug = self.add_folder(folder).slug
+                if given.setdefault(slug, folder.resolve()) != folder.resolve():
+                    raise ConfigError(f'two plugin folders declare the slug "{slug}": {given[slug]} and {folder.resolve()}')
+
+    def folder(self, folder: Path) -> Destination:
+        """The plugin in ``folder`` (installed or not), loaded once; its slug is the one it declares."""
+        folder = folder.expanduser().resolve()
+        if folder not in self._paths:
+            if not (folder / "destination.yaml").is_file():
+                what = "holds no destination.yaml" if folder.is_dir() else "does not exist"
+                raise ConfigError(f"{folder} {what}: a plugin folder holds destination.yaml and actions/")
+            self._paths[folder] = load_destination(folder, None, f"folder {folder}")
+        return self._paths[folder]
 
     def add_folder(self, folder: Path) -> Destination:
-        """Load a plugin folder that is not installed (one being developed, or a scaffold)."""
-        folder = folder.resolve()
-        known = self._folders.get(folder.name)
-        if known and known[0].resolve() != folder:
-            self._loaded.pop(folder.name, None)
-        self._folders[folder.name] = (folder, f"folder {folder}")
-        return self.get(folder.name)
+        """Make a plugin folder that is not installed (one being developed, or a scaffold) known by its slug."""
+        dest = self.folder(folder)
+        self._folders[dest.slug] = (dest.folder, dest.origin)
+        self._loaded[dest.slug] = dest
+        return dest
 
     @property
     def slugs(self) -> list[str]:
@@ -301,10 +375,18 @@ class Catalog:
     def get(self, slug: str) -> Destination:
         if slug not in self._loaded:
             if slug not in self._folders:
-                raise ConfigError(f'unknown destination "{slug}" (installed: {", ".join(self.slugs) or "none"})')
+                raise ConfigError(
+                    f'unknown destination "{slug}" (installed: {", ".join(self.slugs) or "none"}); a plugin folder that '
+                    f"is not installed is named by its path (destination: ./{slug}) or added with --plugins DIR")
             folder, origin = self._folders[slug]
             self._loaded[slug] = load_destination(folder, slug, origin)
         return self._loaded[slug]
+
+    def resolve(self, name: str, base: Path | None = None) -> Destination:
+        """A mapping file's ``destination:``: a slug, or a plugin folder's path relative to ``base`` (the file's folder)."""
+        if is_folder_reference(name):
+            return self.folder((base or Path.cwd()) / Path(name).expanduser())
+        return self.get(name)
 
 
 def load_emulator(slug: str) -> ModuleType:

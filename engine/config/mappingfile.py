@@ -3,7 +3,9 @@
 Everything an operator can get wrong is found here, once, with file, line and
 column: unknown keys, unknown destinations, actions, fields and settings, unset
 environment variables, plain-http URLs to remote hosts, broken triggers and
-mapping expressions, batch sizes over the action's limit.
+mapping expressions, batch sizes over the action's limit. Every error of a file is
+reported, not the first: each part (the destination, each setting, each write key,
+each subscription's trigger and fields, each test) is checked on its own.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ from urllib.parse import urlsplit
 
 from engine.config import schemas
 from engine.config.definitions import Action, Catalog, Destination, Setting
-from engine.errors import ConfigError, ConfigErrors
+from engine.errors import MASK, ConfigError, ConfigErrors, Location, redact
 from engine.lang.fields import FieldSet
 from engine.lang.mapping import Node, compile_mapping
 from engine.lang.trigger import Trigger, compile_trigger
-from engine.config.yamlsource import Document, join_pointer, load_file
+from engine.config.yamlsource import Document, Problems, join_pointer, load_file
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-MASK = "********"
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """A connection's name: safe in a metric label, a Kafka group id and a file name."""
 
@@ -49,9 +50,7 @@ class Settings:
 
     def redact(self, text: str) -> str:
         """``text`` with every secret value (each value of a secret object) replaced by a mask."""
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return redact(text, self.secrets)
 
     @property
     def secrets(self) -> list[str]:
@@ -120,36 +119,33 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _resolve_settings(
-    doc: Document, dest: Destination, env: Mapping[str, str], require_env: bool, overrides: Mapping[str, Any]
-) -> Settings:
+def _resolve_settings(doc: Document, dest: Destination, env: Mapping[str, str], require_env: bool,
+                      overrides: Mapping[str, Any], problems: Problems) -> Settings:
+    """The settings' values, each checked on its own; a wrong one is recorded in ``problems`` and left out."""
     given: dict[str, Any] = {**doc.data.get("settings", {}), **overrides}
     values: dict[str, Any] = {}
-    errors: list[ConfigError] = []
     for name, raw in given.items():
         pointer = f"/settings/{name}"
         setting = dest.settings.get(name)
         if setting is None:
             known = ", ".join(dest.settings)
-            errors.append(ConfigError(f'unknown setting "{name}" for {dest.slug} (settings: {known})', pointer))
+            problems.add(ConfigError(f'unknown setting "{name}" for {dest.slug} (settings: {known})', pointer), key=True)
             continue
         value, problem = _interpolate(raw, env, require_env)
         if problem:
-            errors.append(ConfigError(f"{problem[0]} (needed by settings.{name})", pointer, problem[1]))
+            problems.add(ConfigError(f"{problem[0]} (needed by settings.{name})", pointer, problem[1]))
             continue
         problem_text = _check_setting(setting, value)
         if problem_text:
-            errors.append(ConfigError(problem_text, pointer))
+            problems.add(ConfigError(problem_text, pointer))
             continue
         values[name] = value
     for name, setting in dest.settings.items():
         if name not in given:
             if setting.required:
-                errors.append(ConfigError(f'missing required setting "{name}" ({setting.label}) for {dest.slug}', "/settings"))
+                problems.add(ConfigError(f'missing required setting "{name}" ({setting.label}) for {dest.slug}', "/settings"))
             elif setting.default is not None:
                 values[name] = setting.default
-    if errors:
-        raise _placed(doc, errors)
     return Settings(values, frozenset(n for n, s in dest.settings.items() if s.secret))
 
 
@@ -170,24 +166,51 @@ def _interpolate(raw: Any, env: Mapping[str, str], require_env: bool) -> tuple[A
     return _ENV_REF.sub(lambda m: env.get(m.group(1), m.group(0)), raw), None
 
 
-def _resolve_write_keys(doc: Document, env: Mapping[str, str], require_env: bool) -> tuple[str, ...]:
+def _resolve_write_keys(doc: Document, env: Mapping[str, str], require_env: bool, problems: Problems) -> tuple[str, ...]:
     """The intake's write keys, ``${VAR}`` read as for settings; messages name the variable, never a key."""
     keys: list[str] = []
-    errors: list[ConfigError] = []
     for index, raw in enumerate(doc.data.get("write_keys", [])):
         pointer = f"/write_keys/{index}"
         value, problem = _interpolate(raw, env, require_env)
         if problem:
-            errors.append(ConfigError(f"{problem[0]} (needed by write_keys[{index}])", pointer, problem[1]))
+            problems.add(ConfigError(f"{problem[0]} (needed by write_keys[{index}])", pointer, problem[1]))
         elif not value:  # an empty key would let any client in that sends none
-            errors.append(ConfigError(
+            problems.add(ConfigError(
                 f"write_keys[{index}] is empty once the environment is read: set the variable to the key clients send, "
                 "or remove the entry", pointer))
         else:
             keys.append(value)
-    if errors:
-        raise _placed(doc, errors)
     return tuple(dict.fromkeys(keys))
+
+
+@dataclass(frozen=True)
+class EnvReference:
+    """A ``${VAR}`` of a mapping file: where it is and what needs it (``settings.api_token``, ``write_keys[0]``)."""
+
+    variable: str
+    location: Location
+    needed_by: str
+
+
+def env_references(doc: Document) -> list[EnvReference]:
+    """Every ``${VAR}`` the file reads (in settings and write keys), in file order: what ``validate --no-env`` lists."""
+    found: list[EnvReference] = []
+
+    def scan(value: Any, pointer: str, needed_by: str) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                scan(inner, join_pointer(pointer, key), needed_by)
+        elif isinstance(value, str):
+            for match in _ENV_REF.finditer(value):
+                found.append(EnvReference(match.group(1), doc.locate(pointer, match.start()), needed_by))
+
+    data = doc.data if isinstance(doc.data, dict) else {}
+    settings, keys = data.get("settings"), data.get("write_keys")
+    for name, value in (settings.items() if isinstance(settings, dict) else []):
+        scan(value, join_pointer("/settings", name), f"settings.{name}")
+    for index, value in enumerate(keys if isinstance(keys, list) else []):
+        scan(value, f"/write_keys/{index}", f"write_keys[{index}]")
+    return sorted(found, key=lambda r: (r.location.line, r.location.column))
 
 
 def _check_setting(setting: Setting, value: Any) -> str | None:
@@ -204,44 +227,41 @@ def _check_setting(setting: Setting, value: Any) -> str | None:
     return None
 
 
-def _placed(doc: Document, errors: list[ConfigError]) -> ConfigError:
-    placed = [doc.place(e, key=e.pointer.startswith("/settings/") and "unknown" in e.message) for e in errors]
-    return placed[0] if len(placed) == 1 else ConfigErrors(placed)
-
-
-def _subscription(doc: Document, dest: Destination, settings: Settings, index: int, data: dict[str, Any]) -> Subscription:
+def _subscription(doc: Document, dest: Destination, settings: Settings, index: int, data: dict[str, Any],
+                  problems: Problems) -> Subscription | None:
+    """The compiled subscription; None when it has errors, each recorded in ``problems`` (its trigger, each field...)."""
     pointer = f"/subscriptions/{index}"
     action = dest.actions.get(data["action"])
     if action is None:
         known = ", ".join(dest.actions)
-        raise doc.place(ConfigError(f'unknown action "{data["action"]}" for {dest.slug} (actions: {known})', pointer + "/action"))
+        problems.add(ConfigError(f'unknown action "{data["action"]}" for {dest.slug} (actions: {known})', pointer + "/action"))
+        return None
+    before = len(problems.errors)
     fields = action.checks
-    try:
-        trigger = action.default_trigger if "trigger" not in data else compile_trigger(data["trigger"], pointer + "/trigger")
-        mapping = dict(action.defaults)
-        for name, value in data.get("mapping", {}).items():
-            if name not in fields.names:
-                raise doc.place(
-                    ConfigError(f'unknown field "{name}" for action {action.slug} (fields: {", ".join(fields.names)})',
-                                join_pointer(pointer + "/mapping", name)),
-                    key=True,
-                )
-            mapping[name] = compile_mapping(value, join_pointer(pointer + "/mapping", name))
-        mapping = {name: mapping[name] for name in fields.names if name in mapping}
-        unmapped = [name for name in fields.names if name in fields.required and name not in mapping]
-        if unmapped:
-            raise ConfigError(
-                f"required field {unmapped[0]} of {action.slug} has no default mapping: map it under mapping:", pointer
-            )
-    except ConfigError as error:
-        raise doc.place(error) from None
-    checks = fields.mapped_by({name: node.source for name, node in mapping.items()})
+    trigger = action.default_trigger
+    with problems.gathered():
+        trigger = trigger if "trigger" not in data else compile_trigger(data["trigger"], pointer + "/trigger")
+    mapping = dict(action.defaults)
+    for name, value in data.get("mapping", {}).items():
+        at = join_pointer(pointer + "/mapping", name)
+        if name not in fields.names:
+            problems.add(ConfigError(f'unknown field "{name}" for action {action.slug} (fields: {", ".join(fields.names)})', at),
+                         key=True)
+            continue
+        with problems.gathered():
+            mapping[name] = compile_mapping(value, at)
+    mapping = {name: mapping[name] for name in fields.names if name in mapping}
+    for name in fields.names:
+        if name in fields.required and name not in mapping and name not in data.get("mapping", {}):
+            problems.add(ConfigError(f"required field {name} of {action.slug} has no default mapping: map it under mapping:", pointer))
     default_size = settings.values.get(action.size_setting, action.max_batch_size) if action.size_setting else action.max_batch_size
     batch_size = data.get("batch_size", default_size)
     if batch_size > action.max_batch_size:
-        raise doc.place(
-            ConfigError(f"batch_size {batch_size} is over {action.slug}'s limit of {action.max_batch_size}", pointer + "/batch_size")
-        )
+        problems.add(ConfigError(f"batch_size {batch_size} is over {action.slug}'s limit of {action.max_batch_size}",
+                                 pointer + "/batch_size"))
+    if len(problems.errors) > before:
+        return None
+    checks = fields.mapped_by({name: node.source for name, node in mapping.items()})
     return Subscription(data["name"], action, trigger, mapping, checks, batch_size, pointer)
 
 
@@ -268,32 +288,65 @@ def load_mapping_document(
     require_env: bool = True,
     overrides: Mapping[str, Any] | None = None,
 ) -> MappingFile:
-    """As :func:`load_mapping_file`, for a document already read (a plugin's test builds one)."""
-    schemas.check(doc, "mapping")
+    """As :func:`load_mapping_file`, for a document already read (a plugin's test builds one).
+
+    Every error is reported together: the structure's (schema) first, beside those of
+    every part the structure left intact, so a wrong key hides nothing else.
+    """
+    problems = Problems(doc)
+    structure, faults = schemas.structure(doc, "mapping")
+    for error in structure:
+        problems.add(error)
+
+    def intact(pointer: str) -> bool:
+        return schemas.intact(pointer, faults)
+
     catalog = catalog or Catalog()
-    try:
-        dest = catalog.get(doc.data["destination"])
-    except ConfigError as error:
-        raise doc.place(ConfigError(error.message, "/destination")) from None
     env = os.environ if env is None else env
-    settings = _resolve_settings(doc, dest, env, require_env, overrides or {})
-    write_keys = _resolve_write_keys(doc, env, require_env)
-    subscriptions = [
-        _subscription(doc, dest, settings, i, s) for i, s in enumerate(doc.data["subscriptions"]) if s.get("enabled", True)
-    ]
-    names: dict[str, int] = {}
-    for index, sub in enumerate(doc.data["subscriptions"]):
-        if sub["name"] in names:
-            raise doc.place(ConfigError(f'two subscriptions are named "{sub["name"]}" (also #{names[sub["name"]]})', f"/subscriptions/{index}/name"))
-        names[sub["name"]] = index
-    tests = doc.data.get("tests", [])
+    dest = None
+    if intact("/destination"):
+        try:
+            dest = catalog.resolve(doc.data["destination"], Path(doc.file).parent)
+        except ConfigError as error:  # one inside the plugin's own files keeps its place there
+            located = error.location is not None or isinstance(error, ConfigErrors)
+            problems.add(error if located else ConfigError(error.message, "/destination"))
+    write_keys = _resolve_write_keys(doc, env, require_env, problems) if intact("/write_keys") else ()
+    settings = Settings({}, frozenset())
+    subscriptions: list[Subscription] = []
+    listed = doc.data.get("subscriptions") if isinstance(doc.data, dict) else None
+    listed = listed if isinstance(listed, list) else []  # each one intact is checked, beside the others' faults
+    if dest is not None:
+        if intact("/settings"):
+            settings = _resolve_settings(doc, dest, env, require_env, overrides or {}, problems)
+        for index, data in enumerate(listed):
+            if intact(f"/subscriptions/{index}") and data.get("enabled", True):
+                subscription = _subscription(doc, dest, settings, index, data, problems)
+                subscriptions.extend([subscription] if subscription else [])
+    names = _subscription_names(listed, faults, problems)
+    tests = doc.data.get("tests", []) if intact("/tests") else []
     for index, test in enumerate(tests):
         for k, expectation in enumerate(test["expect"]):
-            if expectation["subscription"] not in names:
-                raise doc.place(
-                    ConfigError(f'no subscription is named "{expectation["subscription"]}"', f"/tests/{index}/expect/{k}/subscription")
-                )
+            if names is not None and expectation["subscription"] not in names:
+                problems.add(ConfigError(f'no subscription is named "{expectation["subscription"]}"',
+                                         f"/tests/{index}/expect/{k}/subscription"))
+    problems.raise_all()
+    assert dest is not None  # an unresolved destination is an error, raised above
     return MappingFile(doc.file, dest, settings, subscriptions, tests, doc, write_keys, connection_name(doc))
+
+
+def _subscription_names(listed: list[Any], faults: frozenset[str], problems: Problems) -> dict[str, int] | None:
+    """Each subscription's name and index, a repeated name an error; None when a name is unreadable (tests go unchecked)."""
+    if not schemas.reachable("/subscriptions", faults):  # the list itself is missing or wrong: its names are unknown
+        return None
+    names: dict[str, int] = {}
+    for index, sub in enumerate(listed):
+        if not schemas.intact(f"/subscriptions/{index}/name", faults):
+            return None
+        if sub["name"] in names:
+            problems.add(ConfigError(f'two subscriptions are named "{sub["name"]}" (also #{names[sub["name"]]})',
+                                     f"/subscriptions/{index}/name"))
+        names.setdefault(sub["name"], index)
+    return names
 
 
 def connection_name(doc: Document) -> str:

@@ -16,7 +16,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from engine.errors import ConfigError, ConfigErrors
+from engine.errors import ConfigError, raise_all
 from engine.resources import data_path
 from engine.config.yamlsource import Document, join_pointer
 
@@ -42,16 +42,31 @@ def validator(name: str) -> Draft202012Validator:
 
 
 def check(doc: Document, schema: str) -> None:
-    """Raise one located ConfigError per problem (the first ten) if ``doc`` breaks ``schema``."""
+    """Raise every located problem of ``doc`` against ``schema`` (one ConfigError, or ConfigErrors in file order)."""
+    raise_all(structure(doc, schema)[0])
+
+
+def structure(doc: Document, schema: str) -> tuple[list[ConfigError], frozenset[str]]:
+    """Every located problem of ``doc`` against ``schema``, in file order, and the JSON Pointer of every node at fault.
+
+    A loader that goes on past these checks only the nodes none of the pointers is at,
+    inside or above (see :func:`intact`), so it can report its own errors beside these.
+    """
     found = list(_problems(validator(schema), load_schema(schema), doc.data))
     suggested = {e.pointer.rpartition("/")[0] + "/" + hint for e, _, hint in found if hint}
     problems = [doc.place(e, key=key) for e, key, _ in found if e.pointer not in suggested]
-    if not problems:
-        return
     problems.sort(key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0))
-    if len(problems) == 1:
-        raise problems[0]
-    raise ConfigErrors(problems[:10])
+    return problems, frozenset(e.pointer for e, _, _ in found)
+
+
+def intact(pointer: str, faults: frozenset[str]) -> bool:
+    """Whether the node at ``pointer`` and everything in it kept to the schema (no fault at, inside or above it)."""
+    return reachable(pointer, faults) and not any(f.startswith(pointer + "/") for f in faults)
+
+
+def reachable(pointer: str, faults: frozenset[str]) -> bool:
+    """Whether the node at ``pointer`` is there as the schema says (no fault at it or above it); inside it may be faults."""
+    return not any(f == pointer or pointer.startswith(f + "/") for f in faults)
 
 
 Problem = tuple[ConfigError, bool, str]

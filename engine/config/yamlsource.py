@@ -17,13 +17,14 @@ nodes into plain JSON data ourselves, so that:
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
-from engine.errors import ConfigError, Location
+from engine.errors import ConfigError, ConfigErrors, Location, raise_all
 from engine.limits import MAX_FILE_BYTES, MAX_INT_DIGITS, MAX_YAML_DEPTH
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -262,3 +263,36 @@ class _Converter:
             return _CONSTRUCT.construct_yaml_int(node)
         value = _CONSTRUCT.construct_yaml_float(node)
         return value if value == value and value not in (float("inf"), float("-inf")) else text
+
+
+class Problems:
+    """The errors found in one pass over a document, each placed in it; raised together at the end, in file order.
+
+    So one problem never hides another: a loader records each independent part's error
+    (``with problems.gathered(): ...``) and goes on to the next part.
+    """
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.errors: list[ConfigError] = []
+
+    def add(self, error: ConfigError, key: bool = False) -> None:
+        for one in error.errors if isinstance(error, ConfigErrors) else [error]:
+            self.errors.append(self.doc.place(one, key=key))
+
+    @contextmanager
+    def gathered(self, key: bool = False) -> Iterator[None]:
+        """Record a ConfigError raised inside the block instead of letting it stop the pass."""
+        try:
+            yield
+        except ConfigError as error:
+            self.add(error, key)
+
+    def raise_all(self) -> None:
+        """Raise every error recorded (none: nothing), in file order."""
+        def where(error: ConfigError) -> tuple[bool, str, int, int]:  # this file's errors first, then any in files it uses
+            at = error.location or Location(self.doc.file, 0, 0)
+            return at.file != self.doc.file, at.file, at.line, at.column
+
+        ordered = sorted(self.errors, key=where)
+        raise_all(ordered)

@@ -15,8 +15,8 @@ import orjson
 from engine.config.http import PAYLOAD, PAYLOADS, Hook, Request, ResponseRule, batched_template, settings_template
 from engine.config.mappingfile import MappingFile, Settings, Subscription
 from engine.delivery.records import DeadLetter, Outgoing
-from engine.delivery.sessions import MASKED, Sessions
-from engine.errors import ConfigError
+from engine.delivery.sessions import Sessions
+from engine.errors import MASK, ConfigError
 
 DeadLetterSink = Callable[[DeadLetter], None]
 
@@ -157,7 +157,7 @@ class Requests:
         for group in self.groups(target, items):
             for _, body, sent in self.encoded(sub, target, group, dead_letter):
                 if target.session and self.sessions is not None:  # a dry run obtains no token: it shows where one goes
-                    sent = {**sent, **self.sessions.carrying(MASKED)}
+                    sent = {**sent, **self.sessions.carrying(MASK)}
                 headers = {k: self.settings.redact(v) for k, v in sent.items()}
                 shown = body.decode() if target.form else orjson.loads(body)
                 requests.append({"method": target.method, "url": self.settings.redact(target.url), "headers": headers, "body": shown})

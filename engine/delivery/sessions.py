@@ -21,8 +21,6 @@ from engine.config.mappingfile import Settings
 from engine.delivery.answers import UNAUTHORIZED, Answer, message
 from engine.errors import MappingFailure
 
-MASKED = "********"
-
 
 def _expiry(value: Any) -> float | None:
     """The Unix time an RFC 3339 expiry names, or None when it is not one."""
@@ -52,7 +50,7 @@ class Sessions:
         self._renew_at = 0.0
 
     def carrying(self, token: str) -> dict[str, str]:
-        """The session's headers carrying ``token`` (``MASKED`` for a dry run)."""
+        """The session's headers carrying ``token`` (``engine.errors.MASK`` for a dry run)."""
         values = {**self.settings.values, SESSION_TOKEN: token}
         return {name: render(values) for name, render in self._templates.items()}
 

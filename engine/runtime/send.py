@@ -14,14 +14,17 @@ stop); the totals add the connections' counts.
 
 from __future__ import annotations
 
+import io
 import math
+import os
 import queue
+import stat
 import sys
 import threading
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
@@ -33,27 +36,117 @@ from engine.delivery.batcher import Batcher
 from engine.events import BadInput, Event, Item
 from engine.limits import event_problem
 
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+
 LANE_BUFFER = 10_000
 """Events a lane may fall behind the reader of a pipe before the reader waits for it."""
 PROGRESS_EVERY = 0.25
+"""Seconds between redraws of the progress (and between looks at whether the lanes are done)."""
 
 Feed = Callable[[], AbstractContextManager[Iterable[Item]]]
 """Opens the input once more: every lane of a file reads it for itself."""
 
 
 class Progress:
-    """A one-line progress display on a terminal; silent when output is piped."""
+    """``send``'s progress on stderr, drawn by rich while it runs, erased at the end (the caller then says the summary).
 
-    def __init__(self, stream: IO[str] = sys.stderr) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
+    A bar with its rate and time remaining when the input's size is known (a file:
+    how far its slowest reader is, in bytes, out of its size), a counter otherwise (a
+    pipe, a replay); nothing at all when stderr is not a terminal, so a log or a pipe
+    gets the summary line alone. Counts are the slowest connection's, as the bar is.
+    Only the thread that runs :func:`deliver` calls it; stdout is never touched.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, wanted: bool = True) -> None:
+        self.stream = stream or sys.stderr  # read when made, not at import: a test's captured stderr may be gone by then
+        self.enabled = wanted and self.stream.isatty()
+        self._size: int | None = None
+        self._read: list[int] = []  # bytes read so far by each reading of the file
+        self._open: dict[int, int] = {}  # the file descriptor of each reading still open, by its place in _read
+        self._display: RichProgress | None = None
+
+    @contextmanager
+    def reading(self, stream: IO[Any]) -> Iterator[None]:
+        """While ``stream`` (a lane's reading of the input) is open, its position in the file is the bar's progress."""
+        fd = _regular_file(stream) if self.enabled else None
+        if fd is None:
+            yield
+            return
+        self._size = os.fstat(fd).st_size
+        place = len(self._read)
+        self._read.append(0)
+        self._open[place] = fd
+        try:
+            yield
+        finally:  # the last position is kept: the descriptor is about to be closed, and may be reused
+            self._read[place] = os.lseek(fd, 0, os.SEEK_CUR)
+            del self._open[place]
 
     def show(self, summary: Summary, final: bool = False) -> None:
-        """The summary so far, redrawn in place; the final call erases it (the caller says the summary once, for good)."""
-        if not self.enabled:
+        """The progress so far, redrawn in place; the final call erases it."""
+        if not self.enabled or (final and self._display is None):
             return
-        self.stream.write("\r\x1b[K" if final else f"\r{summary.said()}\x1b[K")
-        self.stream.flush()
+        if self._display is None:
+            self._display = _display(self.stream, self._size)
+            self._display.start()
+        self._update(summary)
+        if final:
+            self._display.stop()
+            self._display = None
+        else:
+            self._display.refresh()
+
+    def _update(self, summary: Summary) -> None:
+        assert self._display is not None
+        for place, fd in self._open.items():
+            self._read[place] = os.lseek(fd, 0, os.SEEK_CUR)  # the kernel's place in the file: the reader is not disturbed
+        slowest = min(summary.connections.values(), key=lambda tally: tally.events, default=Tally())
+        trouble = {"invalid": slowest.invalid, "dead-lettered": slowest.dead_lettered, "kept": slowest.kept}
+        fates = ", ".join(f"{n:,} {name}" for name, n in trouble.items() if n)  # what did not go through, as it happens
+        completed = min(self._read, default=0) if self._size is not None else slowest.events
+        self._display.update(self._display.task_ids[0], completed=completed, events=slowest.events, fates=fates)
+
+
+def _regular_file(stream: IO[Any]) -> int | None:
+    """The file descriptor under ``stream`` (through gzip too) when it is a regular file of known size; None for a pipe."""
+    try:
+        fd = stream.fileno()
+        info = os.fstat(fd)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return fd if stat.S_ISREG(info.st_mode) and info.st_size > 0 else None
+
+
+def _display(stream: IO[str], size: int | None) -> RichProgress:
+    """rich's progress display on one line: bar, percentage, events and their rate, time remaining (size known); else a counter."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, Progress as Rich, ProgressColumn, SpinnerColumn, Task, TaskProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.table import Column
+    from rich.text import Text
+
+    line = Column(no_wrap=True, overflow="ellipsis")  # one line however narrow the terminal: a wrapped line is not redrawn cleanly
+
+    class Events(ProgressColumn):
+        """Events settled and their rate since delivery began (the bar counts bytes; a person counts events)."""
+
+        def render(self, task: Task) -> Text:
+            events = task.fields["events"]
+            rate = f"{events / task.elapsed:,.0f}" if task.elapsed else "-"
+            return Text(f"{events:,} events, {rate}/s", style="progress.data.speed")
+
+    fates = TextColumn("{task.fields[fates]}", style="yellow", table_column=line)
+    if size is None:
+        columns: tuple[ProgressColumn, ...] = (SpinnerColumn(table_column=line), Events(table_column=line),
+                                               TimeElapsedColumn(table_column=line), fates)
+    else:
+        columns = (BarColumn(bar_width=24, table_column=line), TaskProgressColumn(table_column=line), Events(table_column=line),
+                   TextColumn("eta", table_column=line), TimeRemainingColumn(table_column=line), fates)
+    display = Rich(*columns, console=Console(file=stream), auto_refresh=False, transient=True,
+                   redirect_stdout=False, redirect_stderr=False)  # stdout is the JSON summary's: nothing is redirected
+    display.add_task("send", total=size, events=0, fates="")
+    return display
 
 
 _END = object()
@@ -160,30 +253,34 @@ def deliver(
     """
     stop = stop or threading.Event()
     summary = Summary({b.connection: Tally() for b in batchers})
-    with ExitStack() as readings:
-        if feed is not None:
-            takes = [_from(iter(readings.enter_context(feed()))) for _ in batchers]
-        elif len(batchers) == 1 and linger is None:
-            takes = [_from(iter(items or ()))]
-        else:
-            takes = _fan_out(items or (), len(batchers), linger)
-        lanes = [_Lane(b, take, dead, summary.connections[b.connection], i == 0, stop)
-                 for i, (b, take) in enumerate(zip(batchers, takes))]
-        for lane in lanes:
-            lane.start()
-        try:
+    try:
+        with ExitStack() as readings:
+            if feed is not None:
+                takes = [_from(iter(readings.enter_context(feed()))) for _ in batchers]
+            elif len(batchers) == 1 and linger is None:
+                takes = [_from(iter(items or ()))]
+            else:
+                takes = _fan_out(items or (), len(batchers), linger)
+            lanes = [_Lane(b, take, dead, summary.connections[b.connection], i == 0, stop)
+                     for i, (b, take) in enumerate(zip(batchers, takes))]
             for lane in lanes:
-                while not lane.done.wait(PROGRESS_EVERY):
-                    if progress:
-                        progress.show(summary)
-        except KeyboardInterrupt:
-            stop.set()
-            summary.interrupted = True
-            for lane in lanes:
-                lane.done.wait()
+                lane.start()
+            try:
+                if progress:
+                    progress.show(summary)  # drawn from the start: its clock (the rate) starts with delivery
+                for lane in lanes:
+                    while not lane.done.wait(PROGRESS_EVERY):
+                        if progress:
+                            progress.show(summary)
+            except KeyboardInterrupt:
+                stop.set()
+                summary.interrupted = True
+                for lane in lanes:
+                    lane.done.wait()
+    finally:  # the display is erased (and the cursor shown again) however delivery ended
+        if progress:
+            progress.show(summary, final=True)
     summary.refused = {lane.batcher.connection: lane.batcher.refused for lane in lanes if lane.batcher.refused}
-    if progress:
-        progress.show(summary, final=True)
     errors = [lane.error for lane in lanes if lane.error is not None]
     if errors:
         raise errors[0]

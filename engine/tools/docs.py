@@ -1,30 +1,24 @@
-"""Markdown documentation of a destination, as a documentation site would publish it."""
+"""A destination's page, as a documentation site would publish it, and the plugin key reference.
+
+The page says what the plugin declares and what the engine makes of it: each field's
+constraints and coercions, its default mapping as YAML a mapping file could hold, an
+example event run through the engine to the payload and request it becomes
+(``engine.tools.pageexample``), and how payloads travel (``_batching``).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from engine.config.definitions import Action, Destination
 from engine.config.http import batched_template
-from engine.errors import ConfigError
 from engine.config.schemas import load_schema
-
-
-def _cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _code(value: object) -> str:
-    return f"`{_cell(value)}`" if value not in (None, "") else ""
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+from engine.errors import ConfigError
+from engine.lang.fields.timeformats import TIME_FORMATS
+from engine.tools.markdown import cell as _cell, code as _code, span, table as _table, yaml_flow
+from engine.tools.pageexample import action_example, example_markdown
 
 
 def _trigger_text(trigger: object) -> str:
@@ -57,6 +51,86 @@ def _batching(action: Action) -> str:
     return "; ".join(notes)
 
 
+def _bound(key: str) -> Callable[[Any], str]:
+    return lambda value: f"{key} {json.dumps(value)}"
+
+
+def _window(window: Mapping[str, str]) -> str:
+    return f"window {window['past']} back to {window['future']} ahead (checked when sent)"
+
+
+def _member(name: str, decl: Mapping[str, Any]) -> str:
+    """A declared key of an object (or an array's items): its type, whether required, its rules and coercions."""
+    rules = [decl["type"], *(["required"] if decl.get("required") else []), *_rules(decl), *_coercions(decl)]
+    return f"{name}: {', '.join(rules)}"
+
+
+CONSTRAINTS: dict[str, Callable[[Any], str]] = {
+    **{key: _bound(key) for key in ("minLength", "maxLength", "minimum", "maximum", "minProperties", "maxProperties",
+                                    "minItems", "maxItems")},
+    "pattern": lambda pattern: f"pattern {span(pattern)}",
+    "format": lambda name: f"format {name}",
+    "enum": lambda values: "one of " + ", ".join(span(json.dumps(v, ensure_ascii=False)) for v in values),
+    "nullable": lambda nullable: "null is sent" if nullable else "null is invalid",
+    "window": _window,
+    "send_as": lambda name: f"sent as {name} ({span(TIME_FORMATS[name].example)})",
+    "items": lambda items: "(" + _member("items", items) + ")",
+    "properties": lambda members: "; ".join(_member(key, member) for key, member in members.items()),
+}
+"""How each constraint key of a field declaration is shown, in this order."""
+
+OWN_COLUMNS = ("type", "label", "description", "required", "default", "coerce")
+"""The declaration's other keys: each has a column of its own."""
+
+
+def _rules(decl: Mapping[str, Any]) -> list[str]:
+    return [show(decl[key]) for key, show in CONSTRAINTS.items() if key in decl]
+
+
+def _coercions(decl: Mapping[str, Any]) -> list[str]:
+    return [f"coerce {name}" for name in decl.get("coerce", [])]
+
+
+def _default(decl: Mapping[str, Any]) -> str:
+    return _code(yaml_flow(decl["default"])) if "default" in decl else ""
+
+
+def _fields(action: Action) -> list[str]:
+    declared: Mapping[str, Mapping[str, Any]] = action.document.data["fields"]
+    return _table(
+        ["Field", "Label", "Type", "Required", "Constraints", "Coercions", "Default mapping", "Description"],
+        [
+            [
+                _code(f["name"]),
+                _cell(f["label"]),
+                _cell(f["type"]),
+                "yes" if f["required"] else "no",
+                _cell("; ".join(_rules(declared[f["name"]]))),
+                _cell(", ".join(declared[f["name"]].get("coerce", []))),
+                _default(declared[f["name"]]),
+                _cell(f["description"]),
+            ]
+            for f in action.checks.describe()
+        ],
+    )
+
+
+def _action(dest: Destination, action: Action) -> list[str]:
+    out = [
+        "",
+        f"### {action.title} (`{action.slug}`)",
+        "",
+        action.description,
+        "",
+        f"- Default trigger: {span(_trigger_text(action.default_trigger.source))}",
+        f"- Request: {span(f'{action.request.method} {action.request.url}')}, {_batching(action)}",
+        "",
+    ]
+    out += _fields(action)
+    out += ["", "A subscription's `mapping:` replaces the defaults it names; each default above is written as it would be there.", ""]
+    return out + example_markdown(action_example(dest, action))
+
+
 def destination_markdown(dest: Destination) -> str:
     """The page for one destination: settings, actions, and each action's fields."""
     out = [f"# {dest.name}", "", dest.description, "", f"Slug: `{dest.slug}` ({dest.origin})", "", "## Settings", ""]
@@ -83,32 +157,7 @@ def destination_markdown(dest: Destination) -> str:
         ],
     )
     for action in dest.actions.values():
-        request = action.request
-        batching = _batching(action)
-        out += [
-            "",
-            f"### {action.title} (`{action.slug}`)",
-            "",
-            action.description,
-            "",
-            f"- Default trigger: `{_cell(_trigger_text(action.default_trigger.source))}`",
-            f"- Request: `{request.method} {request.url}`, {batching}",
-            "",
-        ]
-        out += _table(
-            ["Field", "Label", "Type", "Required", "Default mapping", "Description"],
-            [
-                [
-                    _code(f["name"]),
-                    _cell(f["label"]),
-                    _cell(f["type"]),
-                    "yes" if f["required"] else "no",
-                    _code(action.defaults[f["name"]].source if f["name"] in action.defaults else None),
-                    _cell(f["description"]),
-                ]
-                for f in action.checks.describe()
-            ],
-        )
+        out += _action(dest, action)
     if dest.presets:
         out += ["", "## Presets", "", "Default subscriptions offered to a new mapping file:", ""]
         out += _table(
@@ -199,3 +248,8 @@ def update_key_reference(path: Path) -> bool:
     if updated != text:
         path.write_text(updated, encoding="utf-8")
     return updated != text
+
+
+def without_markers(reference: str) -> str:
+    """The key reference without the README's two marker lines (a docs site shows them as text)."""
+    return "\n".join(line for line in reference.splitlines() if line not in (REFERENCE_BEGIN, REFERENCE_END)).strip("\n") + "\n"
