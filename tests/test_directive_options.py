@@ -110,29 +110,6 @@ def test_missing_invalid_holds_for_a_template_an_event_gives() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    ("mapping", "pointer", "says"),
-    [
-        ({"text": "x", "missing": "skip"}, "/m/@template/missing", '@template missing must be "empty" or "invalid", not "skip"'),
-        ({"text": "x", "missing": True}, "/m/@template/missing", "@template missing must be a string, not the boolean true"),
-        ({"text": "x", "mising": "invalid"}, "/m/@template/mising", "@template has no argument 'mising' (did you mean missing?)"),
-        ({"missing": "invalid"}, "/m/@template", "@template needs 'text'"),
-        ({"text": ["x"], "missing": "invalid"}, "/m/@template/text", "@template takes a text with placeholders"),
-        ({"text": "{{a", "missing": "invalid"}, "/m/@template/text", "@template at column 1: unclosed {{"),
-    ],
-)
-def test_template_options_are_checked_at_load(mapping: dict[str, Any], pointer: str, says: str) -> None:
-    error = config_error({"@template": mapping})
-    assert error.pointer == pointer and says in error.message, error
-
-
-def test_an_unknown_missing_value_is_refused_at_its_line_and_column() -> None:
-    mapping = '{"@template": {text: "{{event}}", missing: skip}}'
-    column = len("      event_type: ") + mapping.index("skip") + 1
-    message = load_error(mapping)
-    assert message.startswith(f'usage.yaml:7:{column}: @template missing must be "empty" or "invalid", not "skip"'), message
-
-
 def test_explain_lists_the_placeholders_a_template_was_missing() -> None:
     pipeline = loaded('{"@template": "{{event}}.{{properties.region}}"}')
     (outcome,) = pipeline.run({**TRACK, "properties": {}}, explain=True)
@@ -214,28 +191,37 @@ def test_a_value_no_listed_format_reads_names_every_format_tried() -> None:
 
 
 @pytest.mark.parametrize(
-    ("formats", "pointer", "says"),
+    ("mapping", "pointer", "says"),
     [
-        ([], "/m/@timestamp/from", "@timestamp from must be one of iso, unix_s, unix_ms, or a non-empty list of them tried in order"),
-        (3, "/m/@timestamp/from", "not the number 3"),
-        (["iso", "unix"], "/m/@timestamp/from/1", '@timestamp from lists the string "unix"; each entry must be "iso" or "unix_s" or "unix_ms"'),
-        (["iso", None], "/m/@timestamp/from/1", "@timestamp from lists null"),
-        (["unix_ms", "iso", "unix_ms"], "/m/@timestamp/from/2", '@timestamp from lists "unix_ms" twice'),
-        (["unix_s", "iso", "unix_ms"], "/m/@timestamp/from/2", "lists both unix_s and unix_ms, but a number does not say whether it counts seconds or milliseconds"),
-        (["unix_ms", "unix_s"], "/m/@timestamp/from/0", "never guesses"),
-        ("unix", "/m/@timestamp/from", '@timestamp from must be "iso" or "unix_s" or "unix_ms", not "unix"'),
+        ({"@template": {"text": "x", "missing": "skip"}}, "/m/@template/missing", '@template missing must be "empty" or "invalid", not "skip"'),
+        ({"@template": {"text": "x", "missing": True}}, "/m/@template/missing", "@template missing must be a string, not the boolean true"),
+        ({"@template": {"text": "x", "mising": "invalid"}}, "/m/@template/mising", "@template has no argument 'mising' (did you mean missing?)"),
+        ({"@template": {"missing": "invalid"}}, "/m/@template", "@template needs 'text'"),
+        ({"@template": {"text": ["x"], "missing": "invalid"}}, "/m/@template/text", "@template takes a text with placeholders"),
+        ({"@template": {"text": "{{a", "missing": "invalid"}}, "/m/@template/text", "@template at column 1: unclosed {{"),
+        ({"@timestamp": {"value": "$.t", "from": []}}, "/m/@timestamp/from", "@timestamp from must be one of iso, unix_s, unix_ms, or a non-empty list of them tried in order"),
+        ({"@timestamp": {"value": "$.t", "from": 3}}, "/m/@timestamp/from", "not the number 3"),
+        ({"@timestamp": {"value": "$.t", "from": ["iso", "unix"]}}, "/m/@timestamp/from/1", '@timestamp from lists the string "unix"; each entry must be "iso" or "unix_s" or "unix_ms"'),
+        ({"@timestamp": {"value": "$.t", "from": ["iso", None]}}, "/m/@timestamp/from/1", "@timestamp from lists null"),
+        ({"@timestamp": {"value": "$.t", "from": ["unix_ms", "iso", "unix_ms"]}}, "/m/@timestamp/from/2", '@timestamp from lists "unix_ms" twice'),
+        ({"@timestamp": {"value": "$.t", "from": ["unix_s", "iso", "unix_ms"]}}, "/m/@timestamp/from/2", "lists both unix_s and unix_ms, but a number does not say whether it counts seconds or milliseconds"),
+        ({"@timestamp": {"value": "$.t", "from": ["unix_ms", "unix_s"]}}, "/m/@timestamp/from/0", "never guesses"),
+        ({"@timestamp": {"value": "$.t", "from": "unix"}}, "/m/@timestamp/from", '@timestamp from must be "iso" or "unix_s" or "unix_ms", not "unix"'),
     ],
 )
-def test_timestamp_formats_are_checked_at_load(formats: Any, pointer: str, says: str) -> None:
-    error = config_error({"@timestamp": {"value": "$.t", "from": formats}})
+def test_directive_options_are_checked_at_load(mapping: dict[str, Any], pointer: str, says: str) -> None:
+    error = config_error(mapping)
     assert error.pointer == pointer and says in error.message, error
 
 
-def test_a_bad_format_in_a_list_is_refused_at_its_line_and_column() -> None:
-    mapping = '{"@timestamp": {value: $.t, from: [iso, unix_seconds]}}'
-    column = len("      event_type: ") + mapping.index("unix_seconds") + 1
+@pytest.mark.parametrize(("mapping", "bad", "says"), [
+    ('{"@template": {text: "{{event}}", missing: skip}}', "skip", '@template missing must be "empty" or "invalid", not "skip"'),
+    ('{"@timestamp": {value: $.t, from: [iso, unix_seconds]}}', "unix_seconds", '@timestamp from lists the string "unix_seconds"'),
+])
+def test_a_bad_option_is_refused_at_its_line_and_column(mapping: str, bad: str, says: str) -> None:
+    column = len("      event_type: ") + mapping.index(bad) + 1
     message = load_error(mapping)
-    assert message.startswith(f'usage.yaml:7:{column}: @timestamp from lists the string "unix_seconds"'), message
+    assert message.startswith(f"usage.yaml:7:{column}: {says}"), message
 
 
 def test_timestamp_sources_name_the_formats_in_order() -> None:

@@ -41,7 +41,8 @@ The package: ``compiler`` turns a declaration into one closure per field from th
 
 from __future__ import annotations
 
-from engine.lang.fields.compiler import Build, Coerced, FieldSet, Window, compile_fields
+from engine.lang.fields.compiler import Build, Coerced, FieldSet, compile_fields
 from engine.lang.fields.problems import FieldProblem
+from engine.lang.fields.timeformats import Window
 
 __all__ = ["Build", "Coerced", "FieldProblem", "FieldSet", "Window", "compile_fields"]

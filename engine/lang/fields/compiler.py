@@ -7,17 +7,16 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Callable, Mapping
 
+from engine.config.yamlsource import join_pointer
 from engine.errors import ConfigError, MappingFailure
 from engine.lang.fields.coercions import _COERCIONS, _converter, NULL_TO_MISSING
 from engine.lang.fields.constraints import _elements, _enum, _FORMATS, _sequence, _test
 from engine.lang.fields.problems import _BOUNDS, FieldProblem, _Invalid, _json, _ONLY_FOR, Step, TYPES
-from engine.lang.fields.timeformats import DEFAULT, TIME_FORMATS, TimeFormat
+from engine.lang.fields.timeformats import DEFAULT, Window, time_format, window_of
 from engine.lang.fields.types import _boolean, _datetime, _finite, _integral, _numeric, _sized
 from engine.lang.missing import MISSING
-from engine.config.yamlsource import join_pointer
 
 
 _OPTION_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -138,20 +137,8 @@ def _body(decl: Mapping[str, Any], pointer: str, type_name: str, convert: Step) 
         return steps
     if type_name == "boolean":
         return [_boolean(convert)]
-    written = _time_format(decl, pointer).write
+    written = time_format(decl, pointer).write
     return [_datetime(convert)] if written is DEFAULT.write else [_datetime(convert), written]
-
-
-def _time_format(decl: Mapping[str, Any], pointer: str) -> TimeFormat:
-    """The declared ``send_as`` of a datetime field (how it goes on the wire), RFC 3339 with milliseconds by default."""
-    name = _option(decl, "send_as", pointer, "text")
-    if name is None:
-        return DEFAULT
-    if decl.get("type") != "datetime":
-        raise ConfigError("send_as applies to datetime fields: it says how the time is written", join_pointer(pointer, "send_as"))
-    if name not in TIME_FORMATS:
-        raise ConfigError(f"unknown send_as {_json(name)}; known: {', '.join(TIME_FORMATS)}", join_pointer(pointer, "send_as"))
-    return TIME_FORMATS[name]
 
 
 def _members(decls: Any, pointer: str) -> Step:
@@ -276,37 +263,6 @@ def _absent_problems(name: str, source: str | None, known: bool, drops_null: boo
         by = f"its mapping {source} gave" if source is not None else "the value is"
         dropped = FieldProblem(name, "required", f"{name}: required, but {by} null, which coerce: [null_to_missing] drops")
     return FieldProblem(name, "required", missing), dropped
-
-
-_DURATION = re.compile(r"([0-9]+)([smhd])")
-_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-@dataclass(frozen=True)
-class Window:
-    """How far back and ahead of the moment of sending a datetime field's value may be (checked by ``engine.presend``)."""
-
-    field: str
-    past: timedelta
-    future: timedelta
-    text: str  # "34d back to 24h ahead", for messages
-    read: Callable[[Any], "str | None"] = DEFAULT.read  # the value as sent (``send_as``) -> canonical UTC text
-
-
-def _window(decl: Mapping[str, Any], name: str, pointer: str) -> Window | None:
-    if "window" not in decl:
-        return None
-    window, at = decl["window"], join_pointer(pointer, "window")
-    if not isinstance(window, Mapping) or set(window) != {"past", "future"}:
-        raise ConfigError(f"window takes past and future durations, as {{past: 34d, future: 24h}}, not {_json(window)}", at)
-    spans = []
-    for key in ("past", "future"):
-        text = window[key]
-        match = _DURATION.fullmatch(text) if type(text) is str else None
-        if match is None:
-            raise ConfigError(f"window {key} must be a number and a unit (s, m, h or d), as 34d or 24h, not {_json(text)}", join_pointer(at, key))
-        spans.append(timedelta(**{_UNIT[match.group(2)]: int(match.group(1))}))
-    return Window(name, spans[0], spans[1], f"{window['past']} back to {window['future']} ahead", _time_format(decl, pointer).read)
 
 
 @dataclass(frozen=True)
@@ -466,5 +422,5 @@ def compile_fields(
             "required": shape.required,
             "description": decl.get("description", ""),
         }
-        fields.append(_Field(name, shape, _window(decl, name, at), doc))
+        fields.append(_Field(name, shape, window_of(decl, name, at), doc))
     return FieldSet(tuple(fields), sources)

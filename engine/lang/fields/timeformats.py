@@ -1,4 +1,4 @@
-"""How a datetime field is written on the wire (``send_as``), and read back for the window check.
+"""A datetime field at the moment of sending: how it is written on the wire (``send_as``) and its window.
 
 A datetime is checked and normalised as canonical UTC text (``2026-01-01T00:00:00.000Z``);
 a destination that wants Unix seconds or no fraction declares ``send_as`` and the payload
@@ -9,9 +9,14 @@ Seconds are truncated, never rounded, as fractions of milliseconds are.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping
+
+from engine.config.yamlsource import join_pointer
+from engine.errors import ConfigError
+from engine.lang.fields.problems import _json
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -72,3 +77,46 @@ TIME_FORMATS: dict[str, TimeFormat] = {
 """Every ``send_as`` a datetime field may declare; ``rfc3339_ms`` is the default."""
 
 DEFAULT = TIME_FORMATS["rfc3339_ms"]
+
+
+def time_format(decl: Mapping[str, Any], pointer: str) -> TimeFormat:
+    """The declared ``send_as`` of a datetime field (how it goes on the wire), RFC 3339 with milliseconds by default."""
+    if "send_as" not in decl:
+        return DEFAULT
+    name = decl["send_as"]
+    if decl.get("type") != "datetime":
+        raise ConfigError("send_as applies to datetime fields: it says how the time is written", join_pointer(pointer, "send_as"))
+    if not isinstance(name, str) or name not in TIME_FORMATS:
+        raise ConfigError(f"unknown send_as {_json(name)}; known: {', '.join(TIME_FORMATS)}", join_pointer(pointer, "send_as"))
+    return TIME_FORMATS[name]
+
+
+_DURATION = re.compile(r"([0-9]+)([smhd])")
+_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+@dataclass(frozen=True)
+class Window:
+    """How far back and ahead of the moment of sending a datetime field's value may be (checked by ``engine.presend``)."""
+
+    field: str
+    past: timedelta
+    future: timedelta
+    text: str  # "34d back to 24h ahead", for messages
+    read: Callable[[Any], "str | None"] = DEFAULT.read  # the value as sent (``send_as``) -> canonical UTC text
+
+
+def window_of(decl: Mapping[str, Any], name: str, pointer: str) -> Window | None:
+    if "window" not in decl:
+        return None
+    window, at = decl["window"], join_pointer(pointer, "window")
+    if not isinstance(window, Mapping) or set(window) != {"past", "future"}:
+        raise ConfigError(f"window takes past and future durations, as {{past: 34d, future: 24h}}, not {_json(window)}", at)
+    spans = []
+    for key in ("past", "future"):
+        text = window[key]
+        match = _DURATION.fullmatch(text) if type(text) is str else None
+        if match is None:
+            raise ConfigError(f"window {key} must be a number and a unit (s, m, h or d), as 34d or 24h, not {_json(text)}", join_pointer(at, key))
+        spans.append(timedelta(**{_UNIT[match.group(2)]: int(match.group(1))}))
+    return Window(name, spans[0], spans[1], f"{window['past']} back to {window['future']} ahead", time_format(decl, pointer).read)
