@@ -1,8 +1,9 @@
 """The ``actionmap`` command line: one module per family of commands, each registering its own.
 
-``common`` holds the exit statuses and shared options; ``authoring`` validate, destinations,
+``common`` holds the exit statuses and shared options; ``authoring`` validate, destinations, paths,
 test and new-destination; ``documenting`` docs; ``previewing`` preview; ``delivering`` send,
-replay and check; ``running`` the service, the Kafka worker, the demo and the emulators.
+replay and check; ``running`` the service, the Kafka worker, the demo and the emulators;
+``terminal`` draws the tables a person reads.
 """
 
 from __future__ import annotations
