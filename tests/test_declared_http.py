@@ -7,7 +7,6 @@ the shared emulator core over real sockets. Nothing in this file or the plugin i
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import secrets
@@ -51,6 +50,7 @@ class Ledger(Emulator):
         self.session_uses: list[str] = []  # the token of each entries request that was accepted
         self.answer_200 = False
         self.session_failures = 0  # the next session requests answered 503
+        self.next_token = ""  # the token the next sessions get (a test's hostile one); random when empty
         super().__init__(*args, **kwargs)
 
     def routes(self) -> list[Route]:
@@ -65,7 +65,7 @@ class Ledger(Emulator):
             self.sessions = dict.fromkeys(self.sessions, False)
 
     def _session(self, call: Call, fault: str | None, match: re.Match[str]) -> Answer:
-        token = "sess-" + secrets.token_hex(12)
+        token = self.next_token or "sess-" + secrets.token_hex(12)
         with self.lock:
             if self.session_failures:
                 self.session_failures -= 1
@@ -90,10 +90,12 @@ class Ledger(Emulator):
             repeats = {str(i): "exists" for i, e in enumerate(entries) if self.first(e["id"]) is not None}
             if repeats:
                 return json_answer(409, {"repeats": repeats})
+            refused = [{"id": e["id"], "why": "an amount of 0 is not an entry"} for e in entries if e["amount"] == 0]
             for entry in entries:
-                self.store(entry["id"], {**entry, "book": body["book"]})
+                if entry["amount"] != 0:
+                    self.store(entry["id"], {**entry, "book": body["book"]})
             self.session_uses.append(str(token))
-        return None if fault == "store_all_then_drop" else json_answer(200, {"ok": len(entries)})
+        return None if fault == "store_all_then_drop" else json_answer(200, {"ok": len(entries) - len(refused), "refused": refused})
 
     def _form(self, call: Call, fault: str | None, match: re.Match[str]) -> Answer:
         if call.headers.get("content-type") != "application/x-www-form-urlencoded":
@@ -230,10 +232,12 @@ def test_an_exact_content_type_is_sent_and_a_2xx_the_plugin_does_not_declare_is_
     stored = ledger.stored[events[0]["messageId"]]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stored["time"]), "send_as: rfc3339 has no fraction"
     ledger.answer_200 = True
-    summary = send_events(mapping, events[10:11], dead_letters=tmp_path / "dead.ndjson", sender=fast_sender(mapping))
-    (letter,) = read(tmp_path / "dead.ndjson")
-    assert summary.dead_lettered == 1 and letter["status"] == 200
-    assert "answered 200, which this destination does not answer when it stores events" in letter["reason"]
+    before = len(ledger.requests)
+    summary = send_events(mapping, events[10:], dead_letters=tmp_path / "dead.ndjson", sender=fast_sender(mapping))
+    letters = read(tmp_path / "dead.ndjson")
+    assert summary.dead_lettered == 10 and {letter["status"] for letter in letters} == {200}
+    assert all("answered 200, which this destination does not answer when it stores events" in l["reason"] for l in letters)
+    assert len(ledger.requests) - before == 1, "a 2xx that may have stored the batch is not posted again, halved or whole"
 
 
 def test_declared_rate_limit_headers_are_read_after_retry_after() -> None:
@@ -246,6 +250,8 @@ def test_declared_rate_limit_headers_are_read_after_retry_after() -> None:
 
 
 PLUGIN_ERRORS = [
+    ("responses", [{"status": [400], "items": {"at": "e", "match": "index", "pattern": "(?P<item>a{99999999999})"}}],
+     "more times than a regular expression can count"),
     ("body", {"template": {"a": "{{payloads}}", "b": "{{payload}}"}}, "holds the string {{payloads}}"),
     ("encoding", "form", "a form-encoded body carries one payload"),
     ("responses", [{"status": [400], "items": {"at": "errors", "match": "nope"}}], "items match 'nope'"),
@@ -295,10 +301,13 @@ def reference_named(entries: Any, match: str, payloads: list[dict[str, Any]]) ->
         names = list(entries)
     elif isinstance(entries, list) and match == "id":
         names = [e.get("id") for e in entries if isinstance(e, dict)]
+    elif isinstance(entries, list):
+        names = list(entries)  # no key: each entry names itself, as [0, 3]
     else:
         names = []
     if match == "index":
-        return {int(k) for k in names if isinstance(k, str) and k.isascii() and k.isdigit() and int(k) < len(payloads)}
+        whole = [k for k in names if type(k) is int] + [int(k) for k in names if isinstance(k, str) and k.isascii() and k.isdigit()]
+        return {k for k in whole if 0 <= k < len(payloads)}
     return {i for i, p in enumerate(payloads) if any(name is not None and name == p.get("id") for name in names)}
 
 
@@ -350,3 +359,63 @@ def test_items_named_inside_a_text_by_a_pattern_are_positions_of_the_request() -
     assert named(items, {"detail": 37}, [{}] * 40) == {}, "a detail that is not text names nothing"
     with pytest.raises(ConfigError, match=r"\(\?P<item>"):
         compile_items({"at": "detail", "match": "index", "pattern": "Error at (\\d+)"}, "/items")
+
+
+def test_a_success_that_lists_what_it_refused_delivers_the_rest_without_posting_it_again(ledger: Ledger, tmp_path: Path) -> None:
+    events = ledger_events(100, seed=23)
+    zero = {events[i]["messageId"] for i in (7, 64)}
+    for event in events:
+        if event["messageId"] in zero:
+            event["properties"]["amount"] = 0
+    mapping = connection(tmp_path, ledger, "entries")
+    summary = send_events(mapping, events, dead_letters=tmp_path / "dead.ndjson", sender=fast_sender(mapping))
+    letters = read(tmp_path / "dead.ndjson")
+    assert {l["payload"]["id"] for l in letters} == zero and {l["reason"] for l in letters} == {"rejected by the server: an amount of 0 is not an entry"}
+    assert summary.delivered == 98 and summary.requests == 2, "one request per batch of 50: nothing posted twice"
+    assert set(ledger.stored) == {e["messageId"] for e in events} - zero and ledger.duplicates == 0
+
+
+@pytest.mark.parametrize("token", ["sess-t\u00f6k-123456", "sess-abc\r\nX-Evil: 1"])
+def test_a_session_token_no_header_can_carry_stops_the_connection_and_is_shown_nowhere(
+        ledger: Ledger, tmp_path: Path, token: str) -> None:
+    ledger.next_token = token
+    mapping = connection(tmp_path, ledger, "entries")
+    summary = send_events(mapping, ledger_events(20, seed=24), dead_letters=tmp_path / "dead.ndjson", sender=fast_sender(mapping))
+    assert summary.kept == 20 and summary.delivered == 0 and read(tmp_path / "dead.ndjson") == []
+    (why,) = summary.refused.values()
+    assert "token holds characters an HTTP header cannot carry" in why and token not in why
+    assert [r.path for r in ledger.requests] == ["/sessions"], "the token was never put on the wire"
+
+
+def test_a_dry_run_masks_a_secret_a_body_template_carries(tmp_path: Path, ledger: Ledger) -> None:
+    import shutil
+
+    folder = tmp_path / "ledger"
+    shutil.copytree(PLUGIN, folder)
+    action = folder / "actions" / "entries.yaml"
+    action.write_text(action.read_text().replace('book: "{{settings.book}}"', 'book: "{{settings.book}}", key: "{{settings.api_key}}"'))
+    catalog = Catalog()
+    catalog.add_folder(folder)
+    path = tmp_path / "m.yaml"
+    path.write_text(f"destination: ledger\nsettings:\n  api_key: ${{LEDGER_KEY}}\n  base_url: {ledger.base_url}\n"
+                    "subscriptions:\n  - name: entries\n    action: entries\n")
+    mapping = load_mapping_file(path, env={"LEDGER_KEY": KEY}, catalog=catalog)
+    (request,), _ = Sender(mapping).preview(mapping.subscriptions[0], [Outgoing(0, {}, {"id": "e", "amount": 1, "at": 0})])
+    assert request["body"]["key"] == "********" and KEY not in json.dumps(request)
+
+
+@pytest.mark.parametrize(("old", "new", "wanted"), [
+    ("expired: {status: [401]", "expired: {status: [200, 401]", "expired names a success status"),
+    ("renew_before: 1m", "renew_before: 1m\n    lifetime: 99999999999999d", "lifetime"),
+])
+def test_a_session_declaration_that_cannot_work_is_an_error_at_its_place(tmp_path: Path, old: str, new: str, wanted: str) -> None:
+    import shutil
+
+    folder = tmp_path / "ledger"
+    shutil.copytree(PLUGIN, folder)
+    destination = folder / "destination.yaml"
+    assert old in destination.read_text()
+    destination.write_text(destination.read_text().replace(old, new))
+    with pytest.raises(ConfigError) as caught:
+        load_destination(folder, "ledger", "folder")
+    assert wanted in str(caught.value) and re.search(r"destination\.yaml:\d+:\d+", str(caught.value)), str(caught.value)

@@ -819,7 +819,7 @@ def reference_meter(value: Any) -> tuple[Any, str | None]:
     if not isinstance(customer, str) or customer == "":
         return value, "customer"
     out["customer"] = customer
-    if "value" in value:
+    if value.get("value") is not None:  # an optional key keeps null
         number = value["value"]
         if isinstance(number, float) and number.is_integer():
             number = int(number)
@@ -850,3 +850,18 @@ def test_a_missing_declared_key_is_named_and_undeclared_keys_pass() -> None:
     assert fields.describe()[0]["type"] == "object {customer: string (required), value: integer}"
     with pytest.raises(ConfigError, match="properties declares an object's keys"):
         compile_fields({"meter": {**METER, "properties": {}}})
+
+
+def test_an_optional_declared_key_keeps_null_as_an_optional_field_does() -> None:
+    fields = compile_fields({"meter": METER})
+    assert fields.check({"meter": {"customer": "c", "value": None}}) == ({"meter": {"customer": "c", "value": None}}, [])
+    assert fields.check({"meter": {"customer": None}})[1][0].message.startswith("meter.customer:")
+
+
+def test_a_window_longer_than_a_century_is_refused_at_load_and_unix_times_before_1000_read_back_padded() -> None:
+    from engine.lang.fields.timeformats import TIME_FORMATS
+
+    with pytest.raises(ConfigError, match="longer than 100 years"):
+        compile_fields({"t": {"type": "datetime", "description": "x", "window": {"past": "999999d", "future": "1h"}}})
+    assert TIME_FORMATS["unix_seconds"].read(-46388678400) == "0500-01-01T00:00:00.000Z"
+    assert TIME_FORMATS["unix_seconds"].read(TIME_FORMATS["unix_seconds"].write("0500-06-01T12:00:00.000Z")) == "0500-06-01T12:00:00.000Z"

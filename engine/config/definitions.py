@@ -208,6 +208,7 @@ def load_destination(folder: Path, expected_slug: str | None = None, origin: str
     if "session" in authentication:
         session = _compile(doc, compile_session, authentication["session"], "/authentication/session")
         _check_templates(doc, settings, "/authentication/session/request", template_texts(session.request))
+        _check_templates(doc, settings, "/authentication/session/request/headers", session.request.headers)
         _check_templates(doc, settings, "/authentication/session/headers", session.headers, session=True)
     check = data.get("credential_check")
     credential_check = None

@@ -127,7 +127,10 @@ def duration(text: str, pointer: str) -> timedelta:
     match = _DURATION.fullmatch(text)
     if match is None:
         raise ConfigError(f"a duration is a number and a unit (s, m, h or d), as 15m, not {text!r}", pointer)
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        raise ConfigError(f"the duration {text} is longer than any clock can count; a token lives minutes or hours", pointer) from None
 
 
 def _search(data: Mapping[str, Any], key: str, pointer: str) -> Search | None:
@@ -170,6 +173,8 @@ def _pattern(data: Mapping[str, Any], pointer: str) -> re.Pattern[str] | None:
         pattern = re.compile(data["pattern"])
     except re.error as error:
         raise ConfigError(f"pattern is not a valid regular expression: {error.msg}", f"{pointer}/pattern", error.pos) from None
+    except OverflowError:
+        raise ConfigError("pattern repeats something more times than a regular expression can count", f"{pointer}/pattern") from None
     if "item" not in pattern.groupindex:
         raise ConfigError("pattern must name the item with a group (?P<item>...)", f"{pointer}/pattern")
     return pattern
@@ -208,6 +213,9 @@ def compile_request(data: Mapping[str, Any], pointer: str, hook: Hook | None = N
 
 def compile_session(data: Mapping[str, Any], pointer: str) -> Session:
     expired = data["expired"]
+    if any(200 <= status < 300 for status in expired["status"]):
+        raise ConfigError("expired names a success status: an answer that stored the payloads cannot mean the token expired",
+                          f"{pointer}/expired/status")
     return Session(
         request=compile_request(data["request"], f"{pointer}/request"),
         token=compile_jmespath(data["token"], f"{pointer}/token"),

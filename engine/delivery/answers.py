@@ -143,7 +143,7 @@ def _entries(items: Items, body: Any) -> list[tuple[Any, Any]]:
         if isinstance(found, dict):
             pairs = list(found.items())
         elif isinstance(found, list):
-            pairs = [(items.key(entry) if items.key else None, entry) for entry in found]
+            pairs = [(items.key(entry) if items.key else entry, entry) for entry in found]  # no key: the entry names itself
         else:
             return []
         return [(name, entry) for name, entry in pairs if _holds(items.when, entry)]
@@ -199,6 +199,11 @@ def expired(response: httpx.Response, rule: ResponseRule) -> bool:
     return response.status_code in rule.status and _holds(rule.when, _body(response))
 
 
+def succeeded(status: int, success: frozenset[int] | None) -> bool:
+    """Whether a status means stored: one the plugin declares in ``success``, else any 2xx."""
+    return 200 <= status < 300 if success is None else status in success
+
+
 def classify(response: httpx.Response, rules: Sequence[ResponseRule] = (), payloads: Sequence[dict[str, Any]] = (),
              success: frozenset[int] | None = None, declared: Sequence[RateLimitHeader] = ()) -> Answer:
     """What the answer means for the request's payloads (declared rules first, then the status)."""
@@ -207,7 +212,7 @@ def classify(response: httpx.Response, rules: Sequence[ResponseRule] = (), paylo
         if ruled is not None:
             return ruled
     status = response.status_code
-    if success is None and 200 <= status < 300 or success is not None and status in success:
+    if succeeded(status, success):
         return Answer("ok", status, "")
     if 200 <= status < 300:
         return Answer("reject", status, f"answered {status}, which this destination does not answer when it stores events")

@@ -14,6 +14,7 @@ import orjson
 
 from engine.config.http import PAYLOAD, PAYLOADS, Hook, Request, ResponseRule, batched_template, settings_template
 from engine.config.mappingfile import MappingFile, Settings, Subscription
+from engine.delivery.headers import header_problem
 from engine.delivery.records import DeadLetter, Outgoing
 from engine.delivery.sessions import Sessions
 from engine.errors import MASK, ConfigError
@@ -26,15 +27,6 @@ def render(template: str, settings: Settings) -> str:
     return settings_template(template)(settings.values)
 
 
-def _header_problem(name: str, value: object) -> str | None:
-    """Why a header cannot go on the wire (HTTP carries ASCII text on one line), or None; the value is never quoted."""
-    if not isinstance(value, str):
-        return f"header {name!r} is not text"
-    if not (value.isascii() and name.isascii()) or any(c in value for c in "\r\n\0"):
-        return f"header {name!r} holds characters HTTP headers cannot carry (non-ASCII, or a line break)"
-    return None
-
-
 def auth_headers(mapping_file: MappingFile) -> dict[str, str]:
     """The destination's authentication headers over this connection's settings."""
     return {k: render(v, mapping_file.settings) for k, v in mapping_file.destination.auth_headers.items()}
@@ -44,6 +36,14 @@ def sessions_for(mapping_file: MappingFile) -> Sessions | None:
     """The connection's session token holder, when its destination declares one; share it among the connection's senders."""
     session = mapping_file.destination.session
     return Sessions(session, mapping_file.settings, auth_headers(mapping_file)) if session else None
+
+
+def _check_headers(what: str, headers: dict[str, Any]) -> None:
+    """A header HTTP cannot carry is the operator's to fix before anything is sent (a ConfigError, the value unquoted)."""
+    for name, value in headers.items():
+        problem = header_problem(name, value)
+        if problem is not None:
+            raise ConfigError(f"{what}: {problem}: check the settings it is made from")
 
 
 Shape = Callable[[list[Any]], Any]
@@ -128,6 +128,9 @@ class Requests:
         self.settings = mapping_file.settings
         self.auth = auth_headers(mapping_file)
         self.sessions = sessions or sessions_for(mapping_file)
+        _check_headers("the destination's authentication", self.auth)
+        if self.sessions is not None:
+            _check_headers("the session request", self.sessions.request_headers)
         self.targets = {sub.name: self._target(sub) for sub in mapping_file.subscriptions}
 
     def _target(self, sub: Subscription) -> Target:
@@ -137,14 +140,11 @@ class Requests:
         headers.update({k: render(v, self.settings) for k, v in request.headers.items()})
         if request.headers_setting:
             headers.update(self.settings.values.get(request.headers_setting) or {})
-        for name, value in headers.items():
-            problem = _header_problem(name, value)
-            if problem is not None:
-                raise ConfigError(f"subscription {sub.name!r}: {problem}: check the settings it is made from")
+        _check_headers(f"subscription {sub.name!r}", headers)
         if request.body == "template":
             batched = batched_template(request.template)
         else:
-            batched = request.body == "batch" or (request.body == "auto" and sub.batch_size > 1)
+            batched = request.body == "batch" or (request.body == "auto" and sub.batch_size > 1 and request.encoding != "form")
         method = render(request.method, self.settings)
         return Target(method, render(request.url, self.settings), headers, batched, request.body_field, request.hook,
                       _shape(request, batched, self.settings), request.encoding == "form", request.session,
@@ -159,7 +159,8 @@ class Requests:
                 if target.session and self.sessions is not None:  # a dry run obtains no token: it shows where one goes
                     sent = {**sent, **self.sessions.carrying(MASK)}
                 headers = {k: self.settings.redact(v) for k, v in sent.items()}
-                shown = body.decode() if target.form else orjson.loads(body)
+                text = self.settings.redact(body.decode())  # a body template may carry a setting, a secret too
+                shown = text if target.form else orjson.loads(text)
                 requests.append({"method": target.method, "url": self.settings.redact(target.url), "headers": headers, "body": shown})
         return requests
 
@@ -181,7 +182,7 @@ class Requests:
             return target.headers
         extra = target.hook(method=target.method, url=target.url, headers=dict(target.headers), body=body, settings=self.settings.values)
         for name, value in extra.items():
-            problem = _header_problem(name, value)
+            problem = header_problem(name, value)
             if problem is not None:
                 raise ValueError(f"the plugin's request hook returned a header HTTP cannot carry: {problem}")
         return {**target.headers, **extra}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import httpx
@@ -19,6 +19,7 @@ import httpx
 from engine.config.http import SESSION_TOKEN, Session, settings_template
 from engine.config.mappingfile import Settings
 from engine.delivery.answers import UNAUTHORIZED, Answer, message
+from engine.delivery.headers import header_problem
 from engine.errors import MappingFailure
 
 
@@ -27,9 +28,10 @@ def _expiry(value: Any) -> float | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value).timestamp()
+        instant = datetime.fromisoformat(value)
     except ValueError:
         return None
+    return (instant if instant.tzinfo else instant.replace(tzinfo=timezone.utc)).timestamp()  # no offset: UTC, as APIs mean
 
 
 class Sessions:
@@ -44,7 +46,7 @@ class Sessions:
         request = session.request
         self._method = request.method
         self._url = settings_template(request.url)(settings.values)
-        self._request_headers = {**auth_headers, **{k: settings_template(v)(settings.values) for k, v in request.headers.items()}}
+        self.request_headers = {**auth_headers, **{k: settings_template(v)(settings.values) for k, v in request.headers.items()}}
         self._lock = threading.Lock()
         self._token: str | None = None
         self._renew_at = 0.0
@@ -73,7 +75,7 @@ class Sessions:
 
     def _obtain(self, client: httpx.Client) -> Answer | None:
         try:
-            response = client.request(self._method, self._url, json=self.session.request.json, headers=self._request_headers)
+            response = client.request(self._method, self._url, json=self.session.request.json, headers=self.request_headers)
         except httpx.HTTPError as exc:
             return Answer("retry", None, f"could not obtain a session token: {type(exc).__name__}")
         status = response.status_code
@@ -87,8 +89,11 @@ class Sessions:
             expires = _expiry(self.session.expires_at(body)) if self.session.expires_at else None
         except (ValueError, RecursionError, MappingFailure):
             body, token, expires = None, None, None
-        if not isinstance(token, str) or not token:
-            return Answer("retry", status, "the session answer carried no token where the plugin says it is")
+        if not isinstance(token, str) or not token:  # the plugin and the API disagree: retrying will not mend it
+            return Answer("unauthorized", status, "the session answer carried no token where the plugin's "
+                                                  "authentication.session.token says it is")
+        if any(header_problem(name, value) for name, value in self.carrying(token).items()):
+            return Answer("unauthorized", status, "the session answer's token holds characters an HTTP header cannot carry")
         now = self.clock()
         lifetime = self.session.lifetime.total_seconds() if expires is None else expires - now
         self._token = token

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import httpx
 
 from engine.config.mappingfile import MappingFile, Subscription
-from engine.delivery.answers import STOPPED, Answer, classify, expired, message
+from engine.delivery.answers import STOPPED, Answer, classify, expired, message, succeeded
 from engine.delivery.records import DeadLetter, Outgoing
 from engine.delivery.requests import Requests, Target, render
 from engine.delivery.sessions import Sessions
@@ -195,6 +195,9 @@ class Sender:
                     reason = f"rejected by the server: {answer.named[index]}"
                     sent.dead.append(DeadLetter.of(sub.name, items[index], reason, answer.status, attempts))
             rest = [item for index, item in enumerate(items) if index not in answer.named]
+            if answer.status is not None and succeeded(answer.status, target.success):  # a success listing what it refused: the rest is stored
+                sent.delivered.extend(rest)
+                return
             parts = list(self.rendering.encoded(sub, target, rest, sent.dead.append)) if rest else []
             if len(parts) != 1:
                 for encodable, part_body, part_headers in parts:
@@ -213,18 +216,21 @@ class Sender:
             last = " ".join(str(part) for part in (answer.status, answer.message) if part)
             reason = f"retries exhausted after {attempts} attempts (retry budget {self.policy.max_duration:g} s); last answer: {last}"
             sent.exhausted.extend(DeadLetter.of(sub.name, item, reason, answer.status, attempts, exhausted=True) for item in items)
-        elif len(items) == 1:
-            sent.dead.append(DeadLetter.of(sub.name, items[0], f"rejected by the server: {answer.message}", answer.status, attempts))
+        elif len(items) == 1 or (answer.status is not None and 200 <= answer.status < 300):
+            # a 2xx this destination does not declare as success may have stored the batch: halving it would post it again
+            sent.dead.extend(DeadLetter.of(sub.name, item, f"rejected by the server: {answer.message}", answer.status, attempts)
+                             for item in items)
         else:
             middle = len(items) // 2
             for half in (items[:middle], items[middle:]):
                 for encodable, half_body, half_headers in self.rendering.encoded(sub, target, half, sent.dead.append):
                     self._bisect(sub, target, encodable, half_body, half_headers, sent)
 
-    def _attempt(self, target: Target, items: list[Outgoing], body: bytes, headers: dict[str, str]) -> Answer:
+    def _attempt(self, target: Target, items: list[Outgoing], body: bytes, headers: dict[str, str], sent: Sent) -> Answer:
         """One request and what its answer means; an expired session token is renewed and the request sent once more."""
         sessions = self.rendering.sessions if target.session else None
         for _ in range(2):
+            sent.requests += 1
             token = None
             if sessions is not None:
                 authorized = sessions.headers(self.client)
@@ -236,6 +242,8 @@ class Sender:
                 response = self.client.request(target.method, target.url, content=body, headers=headers)
             except httpx.TimeoutException as exc:
                 return Answer("retry", None, f"timed out ({type(exc).__name__})")
+            except httpx.LocalProtocolError as exc:  # its text may quote a header, a credential's too: only its kind is told
+                return Answer("retry", None, f"the request could not be written ({type(exc).__name__})")
             except httpx.RequestError as exc:  # connection refused or reset, dropped without an answer, undecodable answer
                 return Answer("retry", None, f"connection failed ({type(exc).__name__}: {exc})")
             if sessions is None or token is None or not expired(response, sessions.session.expired):
@@ -252,8 +260,7 @@ class Sender:
             if self.pace is not None and not self.pace.take(len(items), self.wait):
                 return STOPPED, attempt
             attempt += 1
-            sent.requests += 1
-            answer = self._attempt(target, items, body, headers)
+            answer = self._attempt(target, items, body, headers, sent)
             if answer.kind != "retry":
                 return answer, attempt
             wait = self.policy.delay(attempt, self.rng)

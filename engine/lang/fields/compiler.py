@@ -145,7 +145,7 @@ def _members(decls: Any, pointer: str) -> Step:
     """An object's declared keys checked (and coerced) by their own declarations; undeclared keys pass as they are."""
     if not isinstance(decls, Mapping) or not decls:
         raise ConfigError(f"properties declares an object's keys, as {{value: {{type: string}}}}, not {_json(decls)}", pointer)
-    members = tuple((key, _compile_shape(decl, join_pointer(pointer, key), field=False)) for key, decl in decls.items())
+    members = tuple((key, _compile_shape(decl, join_pointer(pointer, key), field=False, member=True)) for key, decl in decls.items())
 
     def step(value: dict[str, Any]) -> dict[str, Any]:
         out = dict(value)
@@ -198,7 +198,7 @@ class _Shape:
         return self.coercions.get(type(value), self.normalised)
 
 
-def _compile_shape(decl: Any, pointer: str, field: bool) -> _Shape:
+def _compile_shape(decl: Any, pointer: str, field: bool, member: bool = False) -> _Shape:
     """A field (or ``items``) declaration compiled to one step; nulls handled as declared."""
     what = "a field declaration" if field else "an items declaration"
     if not isinstance(decl, Mapping):
@@ -220,7 +220,7 @@ def _compile_shape(decl: Any, pointer: str, field: bool) -> _Shape:
     run = body
     if drop_null:
         run = _null_to(MISSING, body)
-    elif (field and not required) if nullable is None else nullable:
+    elif ((field or member) and not required) if nullable is None else nullable:  # an optional field or key keeps null
         run = _null_to(None, body)
     # an integer field sends 3.0 as 3, a datetime in UTC milliseconds, an array its checked items
     normalised = f"normalised {'number' if type_name == 'integer' else type_name}"

@@ -35,7 +35,7 @@ def _canonical_of_millis(millis: int) -> str | None:
         instant = datetime.fromtimestamp(millis / 1000, timezone.utc)
     except (OverflowError, OSError, ValueError):
         return None
-    return f"{instant:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
+    return f"{instant.year:04d}-{instant:%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"  # %Y does not pad years before 1000
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ def time_format(decl: Mapping[str, Any], pointer: str) -> TimeFormat:
     return TIME_FORMATS[name]
 
 
+_LONGEST = timedelta(days=36_525)
 _DURATION = re.compile(r"([0-9]+)([smhd])")
 _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -118,5 +119,11 @@ def window_of(decl: Mapping[str, Any], name: str, pointer: str) -> Window | None
         match = _DURATION.fullmatch(text) if type(text) is str else None
         if match is None:
             raise ConfigError(f"window {key} must be a number and a unit (s, m, h or d), as 34d or 24h, not {_json(text)}", join_pointer(at, key))
-        spans.append(timedelta(**{_UNIT[match.group(2)]: int(match.group(1))}))
+        try:
+            span = timedelta(**{_UNIT[match.group(2)]: int(match.group(1))})
+        except OverflowError:
+            span = _LONGEST * 2
+        if span > _LONGEST:  # the edge is computed from the clock at each send: it must stay a date
+            raise ConfigError(f"window {key} {text} is longer than 100 years; no destination's window is", join_pointer(at, key))
+        spans.append(span)
     return Window(name, spans[0], spans[1], f"{window['past']} back to {window['future']} ahead", time_format(decl, pointer).read)
