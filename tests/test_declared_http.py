@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from engine.config.definitions import Catalog, load_destination
 from engine.config.http import compile_items
 from engine.config.mappingfile import MappingFile, load_mapping_file
-from engine.delivery import Outgoing, RetryPolicy, Sender
+from engine.delivery import Answer as Meaning, Outgoing, RetryPolicy, Sender
 from engine.delivery.answers import named, retry_after
 from engine.delivery.requests import sessions_for
 from engine.config.http import RateLimitHeader
@@ -51,6 +51,7 @@ class Ledger(Emulator):
         self.answer_200 = False
         self.session_failures = 0  # the next session requests answered 503
         self.next_token = ""  # the token the next sessions get (a test's hostile one); random when empty
+        self.session_wait = "0"  # the Retry-After of a failed session request
         super().__init__(*args, **kwargs)
 
     def routes(self) -> list[Route]:
@@ -69,7 +70,7 @@ class Ledger(Emulator):
         with self.lock:
             if self.session_failures:
                 self.session_failures -= 1
-                return self.error(503, "sessions are unavailable for a moment")
+                return self.error(503, "sessions are unavailable for a moment", ("Retry-After", self.session_wait))
             self.sessions[token] = True
         expires = (datetime.now(timezone.utc) + timedelta(minutes=15)).isoformat()
         return json_answer(200, {"session": {"token": token, "expires_at": expires}})
@@ -419,3 +420,26 @@ def test_a_session_declaration_that_cannot_work_is_an_error_at_its_place(tmp_pat
     with pytest.raises(ConfigError) as caught:
         load_destination(folder, "ledger", "folder")
     assert wanted in str(caught.value) and re.search(r"destination\.yaml:\d+:\d+", str(caught.value)), str(caught.value)
+
+
+def test_a_session_endpoint_asking_to_wait_is_waited_for_and_a_failed_renewal_keeps_a_valid_token(
+        ledger: Ledger, tmp_path: Path) -> None:
+    mapping = connection(tmp_path, ledger, "entries")
+    waits: list[float] = []
+    sender = Sender(mapping, policy=RetryPolicy(base=0.01, cap=0.05), wait=lambda seconds: waits.append(seconds) is not None)
+    ledger.session_failures, ledger.session_wait = 1, "7"
+    assert send_events(mapping, ledger_events(10, seed=25), sender=sender).delivered == 10
+    assert waits and waits[0] >= 7, "the session endpoint's Retry-After is the first wait"
+    sessions = sender.rendering.sessions
+    assert sessions is not None
+    now = [sessions.clock()]
+    sessions.clock = lambda: now[0]
+    now[0] += 14.5 * 60  # past the renewal point (a minute before its 15 minutes end), before its end
+    ledger.session_failures = 1
+    headers = sessions.headers(sender.client)
+    assert not isinstance(headers, Meaning) and headers[1] in ledger.sessions, "the token still valid is used while renewal fails"
+    now[0] += 60  # past its end: a renewal that fails now is the answer
+    ledger.session_failures = 1
+    refused = sessions.headers(sender.client)
+    assert isinstance(refused, Meaning) and refused.kind == "retry" and refused.retry_after == 7
+    sender.close()

@@ -35,7 +35,9 @@ def auth_headers(mapping_file: MappingFile) -> dict[str, str]:
 def sessions_for(mapping_file: MappingFile) -> Sessions | None:
     """The connection's session token holder, when its destination declares one; share it among the connection's senders."""
     session = mapping_file.destination.session
-    return Sessions(session, mapping_file.settings, auth_headers(mapping_file)) if session else None
+    if session is None:
+        return None
+    return Sessions(session, mapping_file.settings, auth_headers(mapping_file), rate_limit=mapping_file.destination.rate_limit)
 
 
 def _check_headers(what: str, headers: dict[str, Any]) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import httpx
 
-from engine.config.http import SESSION_TOKEN, Session, settings_template
+from engine.config.http import SESSION_TOKEN, RateLimitHeader, Session, settings_template
 from engine.config.mappingfile import Settings
-from engine.delivery.answers import UNAUTHORIZED, Answer, message
+from engine.delivery.answers import UNAUTHORIZED, Answer, message, retry_after
 from engine.delivery.headers import header_problem
 from engine.errors import MappingFailure
 
@@ -38,8 +38,9 @@ class Sessions:
     """The token of one connection's session and the headers that carry it."""
 
     def __init__(self, session: Session, settings: Settings, auth_headers: dict[str, str],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, rate_limit: Sequence[RateLimitHeader] = ()) -> None:
         self.session = session
+        self.rate_limit = rate_limit  # the destination's wait headers, read on the session endpoint's answers too
         self.settings = settings
         self.clock = clock
         self._templates = {name: settings_template(text, session=True) for name, text in session.headers.items()}
@@ -50,6 +51,7 @@ class Sessions:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._renew_at = 0.0
+        self._expires_at = 0.0
 
     def carrying(self, token: str) -> dict[str, str]:
         """The session's headers carrying ``token`` (``engine.errors.MASK`` for a dry run)."""
@@ -59,10 +61,11 @@ class Sessions:
     def headers(self, client: httpx.Client) -> tuple[dict[str, str], str] | Answer:
         """The headers for the next request and the token they carry, or the answer that kept a token from being obtained."""
         with self._lock:
-            if self._token is None or self.clock() >= self._renew_at:
+            now = self.clock()
+            if self._token is None or now >= self._renew_at:
                 obtained = self._obtain(client)
-                if isinstance(obtained, Answer):
-                    return obtained
+                if isinstance(obtained, Answer) and (self._token is None or now >= self._expires_at or obtained.kind != "retry"):
+                    return obtained  # a renewal that failed for a while keeps a token that is still valid
             token = self._token
             assert token is not None
             return self.carrying(token), token
@@ -82,7 +85,8 @@ class Sessions:
         if status in UNAUTHORIZED:
             return Answer("unauthorized", status, f"the session request was refused: {message(response)}")
         if not 200 <= status < 300:
-            return Answer("retry", status, f"could not obtain a session token: {status} {message(response)}")
+            return Answer("retry", status, f"could not obtain a session token: {status} {message(response)}",
+                          retry_after(response, self.rate_limit))
         try:
             body = response.json()
             token = self.session.token(body)
@@ -97,5 +101,6 @@ class Sessions:
         now = self.clock()
         lifetime = self.session.lifetime.total_seconds() if expires is None else expires - now
         self._token = token
+        self._expires_at = now + lifetime
         self._renew_at = now + max(0.0, lifetime - self.session.renew_before.total_seconds())
         return None
