@@ -50,6 +50,7 @@ class Sessions:
         self.request_headers = {**auth_headers, **{k: settings_template(v)(settings.values) for k, v in request.headers.items()}}
         self._lock = threading.Lock()
         self._token: str | None = None
+        self._carried: dict[str, str] = {}
         self._renew_at = 0.0
         self._expires_at = 0.0
 
@@ -68,7 +69,7 @@ class Sessions:
                     return obtained  # a renewal that failed for a while keeps a token that is still valid
             token = self._token
             assert token is not None
-            return self.carrying(token), token
+            return self._carried, token
 
     def expire(self, token: str) -> None:
         """Forget ``token`` if it is still the current one (another worker may have renewed it already)."""
@@ -96,11 +97,12 @@ class Sessions:
         if not isinstance(token, str) or not token:  # the plugin and the API disagree: retrying will not mend it
             return Answer("unauthorized", status, "the session answer carried no token where the plugin's "
                                                   "authentication.session.token says it is")
-        if any(header_problem(name, value) for name, value in self.carrying(token).items()):
+        carried = self.carrying(token)  # rendered once per token, not once per request
+        if any(header_problem(name, value) for name, value in carried.items()):
             return Answer("unauthorized", status, "the session answer's token holds characters an HTTP header cannot carry")
         now = self.clock()
         lifetime = self.session.lifetime.total_seconds() if expires is None else expires - now
-        self._token = token
+        self._token, self._carried = token, carried
         self._expires_at = now + lifetime
         self._renew_at = now + max(0.0, lifetime - self.session.renew_before.total_seconds())
         return None
