@@ -394,7 +394,8 @@ def test_slow_answers_after_the_client_timeout_but_stores(start: Start) -> None:
 
 def test_reset_before_read_resets_the_connection_and_stores_nothing(start: Start) -> None:
     emulator = start(faults=["reset_before_read"])
-    with pytest.raises((httpx.ReadError, httpx.WriteError)):
+    # no answer comes: the client sees the reset, or (when the close wins the race on a loaded machine) an end of stream
+    with pytest.raises((httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)):
         ingest(emulator, [event()])
     assert emulator.stored == {}
     assert [(r.status, r.fault, r.events) for r in emulator.requests] == [(None, "reset_before_read", None)]
